@@ -1,0 +1,29 @@
+# Keel developer entry points. The work is done by the scripts in scripts/.
+SHELL := /bin/bash
+
+.PHONY: help up down test status build
+
+help:
+	@echo "make up      build keel, start Postgres + broker + keel (state in .keel/)"
+	@echo "make down    stop keel, broker and Postgres (data kept)"
+	@echo "make test    fmt, clippy and the tests against throwaway services"
+	@echo "make status  show what is running"
+	@echo "make build   cargo build --release of the keel binary"
+
+up:
+	@bash scripts/up.sh
+
+down:
+	@bash scripts/down.sh
+
+test:
+	@bash scripts/test.sh
+
+status:
+	@bash scripts/postgres.sh status || true
+	@bash scripts/broker.sh status || true
+	@if [ -s .keel/keel.pid ] && grep -qs target/release/keel "/proc/$$(cat .keel/keel.pid)/cmdline"; then \
+		echo "keel: running (pid $$(cat .keel/keel.pid))"; else echo "keel: stopped"; fi
+
+build:
+	cargo build --release -p keel-gateway --bin keel

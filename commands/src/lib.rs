@@ -1,0 +1,11 @@
+//! Keel's write side: commands run on cqrs-es aggregates whose events postgres-es
+//! stores (the system of record); idempotency keys; and the relay that publishes
+//! committed events, in order, to Kafka.
+
+pub mod bus;
+pub mod idempotency;
+pub mod kafka;
+pub mod migrate;
+pub mod relay;
+pub mod store;
+pub mod tenants;

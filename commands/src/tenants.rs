@@ -1,0 +1,140 @@
+//! Tenant commands: provisioning (domain claim, then tenant) and lifecycle.
+
+use std::collections::HashMap;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, EventStore};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use keel_domain::DomainError;
+use keel_domain::ids::TenantId;
+use keel_domain::tenant::{ProvisionTenant, Tenant, TenantCommand, TenantError};
+use keel_domain::tenant_domain::{TenantDomain, TenantDomainCommand};
+
+use crate::bus::{self, CommandContext, CommandError, Framework};
+use crate::idempotency::{Idempotency, fingerprint};
+use crate::store::KeelEventRepository;
+
+/// A provisioning request as received.
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    /// Display name.
+    pub name: String,
+    /// Unique domain.
+    pub domain: String,
+    /// Plan name.
+    pub plan: String,
+    /// First owner's e-mail.
+    pub owner_email: String,
+}
+
+/// The outcome of provisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// The new tenant's id.
+    pub tenant_id: String,
+    /// Position of the last event written.
+    pub position: i64,
+}
+
+/// The outcome of a lifecycle command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executed {
+    /// Position of the last event written.
+    pub position: i64,
+}
+
+/// Runs tenant commands.
+pub struct TenantCommands {
+    pool: PgPool,
+    tenants: Framework<Tenant>,
+    domains: Framework<TenantDomain>,
+    loader: PersistedEventStore<KeelEventRepository, Tenant>,
+    idempotency: Idempotency,
+}
+
+impl TenantCommands {
+    /// Tenant commands on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            tenants: bus::framework(&pool),
+            domains: bus::framework(&pool),
+            loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
+            idempotency: Idempotency::new(pool.clone()),
+            pool,
+        }
+    }
+
+    /// Creates a tenant: validates, claims the domain (unique across the platform), then provisions.
+    pub async fn provision(&self, ctx: &CommandContext, req: &ProvisionRequest) -> Result<Provisioned, CommandError> {
+        let hash = fingerprint(&["ProvisionTenant", &req.name, &req.domain, &req.plan, &req.owner_email]);
+        let candidate = TenantId::from_ulid(ulid::Ulid::new());
+        self.idempotency
+            .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, candidate.as_str(), |id| async move {
+                let tenant_id: TenantId = id.parse().map_err(|_| CommandError::domain(&TenantError::NotFound))?;
+                let cmd = ProvisionTenant::new(
+                    tenant_id.clone(),
+                    &req.name,
+                    &req.domain,
+                    &req.plan,
+                    &req.owner_email,
+                    ctx.received_at,
+                )
+                .map_err(|e| CommandError::domain(&e))?;
+                let meta = ctx.metadata(Some(tenant_id.as_str()));
+                let claim = TenantDomainCommand::Claim { domain: cmd.domain.clone(), tenant_id: tenant_id.clone() };
+                bus::execute(&self.domains, &cmd.domain, claim, meta.clone()).await?;
+                match bus::execute(&self.tenants, tenant_id.as_str(), TenantCommand::Provision(cmd), meta).await {
+                    // Only a takeover of an interrupted first attempt can meet its own tenant.
+                    Err(err) if err.code == TenantError::AlreadyProvisioned.code() => {}
+                    other => other?,
+                }
+                let position = bus::position_of(&self.pool, ctx.command_id).await?;
+                Ok(Provisioned { tenant_id: tenant_id.to_string(), position })
+            })
+            .await
+    }
+
+    /// Runs a lifecycle command on an existing tenant.
+    pub async fn execute(
+        &self,
+        ctx: &CommandContext,
+        tenant_id: &TenantId,
+        command: TenantCommand,
+    ) -> Result<Executed, CommandError> {
+        let hash = fingerprint(&[tenant_id.as_str(), &command.fingerprint()]);
+        self.idempotency
+            .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, tenant_id.as_str(), |_| async move {
+                let purge = matches!(command, TenantCommand::Purge { .. });
+                let meta = ctx.metadata(Some(tenant_id.as_str()));
+                bus::execute(&self.tenants, tenant_id.as_str(), command, meta.clone()).await?;
+                if purge {
+                    self.release_domain(tenant_id, meta).await?;
+                }
+                Ok(Executed { position: bus::position_of(&self.pool, ctx.command_id).await? })
+            })
+            .await
+    }
+
+    /// The tenant's current state, from its events.
+    pub async fn load(&self, tenant_id: &TenantId) -> Result<Tenant, CommandError> {
+        let mut context =
+            self.loader.load_aggregate(tenant_id.as_str()).await.map_err(|e| CommandError::unavailable(&e))?;
+        Ok(cqrs_es::AggregateContext::aggregate(&mut context).clone())
+    }
+
+    async fn release_domain(&self, tenant_id: &TenantId, meta: HashMap<String, String>) -> Result<(), CommandError> {
+        let tenant = self.load(tenant_id).await?;
+        let release = TenantDomainCommand::Release { tenant_id: tenant_id.clone() };
+        match bus::execute(&self.domains, &tenant.domain, release, meta).await {
+            Err(err) if err.code == keel_domain::tenant_domain::TenantDomainError::NotHeld.code() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Every aggregate type's name, for tooling that reads the event store.
+pub fn aggregate_types() -> [&'static str; 2] {
+    [Tenant::TYPE, TenantDomain::TYPE]
+}

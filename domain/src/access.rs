@@ -1,0 +1,169 @@
+//! Contextual authorization (ADR 0005): a decision depends on who asks, in which
+//! tenant, on which resource and action, and on the tenant's plan.
+
+use crate::envelope::{Actor, ActorType};
+use crate::ids::TenantId;
+use crate::plan::Plan;
+
+/// A role of a tenant user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRole {
+    /// Everything in the tenant, including plan and owners.
+    Owner,
+    /// User management and configuration, not the plan.
+    Admin,
+    /// The managed apps' features only.
+    User,
+}
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A platform operator (including the bootstrap operator credential).
+    Operator {
+        /// Operator id.
+        id: String,
+    },
+    /// A platform auditor: reads everything, changes nothing.
+    Auditor {
+        /// Auditor id.
+        id: String,
+    },
+    /// A user of one tenant.
+    TenantUser {
+        /// User id.
+        id: String,
+        /// The user's tenant.
+        tenant_id: TenantId,
+        /// The user's role there.
+        role: TenantRole,
+    },
+}
+
+impl Principal {
+    /// The actor recorded in events caused by this principal.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Operator { id } => Actor { kind: ActorType::Operator, id: id.clone() },
+            Principal::Auditor { id } => Actor { kind: ActorType::Auditor, id: id.clone() },
+            Principal::TenantUser { id, .. } => Actor { kind: ActorType::User, id: id.clone() },
+        }
+    }
+}
+
+/// What the caller wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create a tenant.
+    ProvisionTenant,
+    /// Suspend a tenant.
+    SuspendTenant,
+    /// Lift a suspension.
+    ReactivateTenant,
+    /// Change a tenant's plan.
+    ChangePlan,
+    /// Request a tenant's deletion.
+    RequestTenantDeletion,
+    /// Undo a deletion request.
+    RestoreTenant,
+    /// Read one tenant's registry entry.
+    ReadTenant,
+    /// List all tenants.
+    ListTenants,
+}
+
+/// The context of the request: the target tenant (if any) and its plan (if known).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    /// The tenant the action is about.
+    pub tenant: Option<&'a TenantId>,
+    /// That tenant's plan.
+    pub plan: Option<Plan>,
+}
+
+/// Why access was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The caller may not do this.
+    #[error("not permitted")]
+    NotPermitted,
+    /// The target is in another tenant: answer as if it did not exist.
+    #[error("not found")]
+    Hidden,
+}
+
+/// Decides whether `principal` may perform `action` on `target`.
+pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> Result<(), Denied> {
+    use Action::*;
+    match principal {
+        Principal::Operator { .. } => Ok(()),
+        Principal::Auditor { .. } => match action {
+            ReadTenant | ListTenants => Ok(()),
+            _ => Err(Denied::NotPermitted),
+        },
+        Principal::TenantUser { tenant_id, role, .. } => {
+            let own = target.tenant == Some(tenant_id);
+            match (action, role) {
+                (_, _) if target.tenant.is_some() && !own => Err(Denied::Hidden),
+                (ReadTenant, _) => Ok(()),
+                (ChangePlan, TenantRole::Owner) => Ok(()),
+                _ => Err(Denied::NotPermitted),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(n: u8) -> TenantId {
+        format!("tnt_01jd00000000000000000000{n:02}").parse().unwrap()
+    }
+
+    fn user(role: TenantRole) -> Principal {
+        Principal::TenantUser { id: "usr_1".into(), tenant_id: tenant(1), role }
+    }
+
+    #[test]
+    fn operators_may_do_everything() {
+        let op = Principal::Operator { id: "op".into() };
+        assert_eq!(authorize(&op, Action::ProvisionTenant, Target::default()), Ok(()));
+        assert_eq!(authorize(&op, Action::SuspendTenant, Target { tenant: Some(&tenant(3)), plan: None }), Ok(()));
+    }
+
+    #[test]
+    fn auditors_only_read() {
+        let auditor = Principal::Auditor { id: "a".into() };
+        assert_eq!(authorize(&auditor, Action::ListTenants, Target::default()), Ok(()));
+        assert_eq!(authorize(&auditor, Action::SuspendTenant, Target::default()), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn only_owners_change_the_plan_of_their_own_tenant() {
+        let own = Target { tenant: Some(&tenant(1)), plan: Some(Plan::Pro) };
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ChangePlan, own), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::Admin), Action::ChangePlan, own), Err(Denied::NotPermitted));
+        assert_eq!(authorize(&user(TenantRole::User), Action::ChangePlan, own), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn another_tenant_is_hidden_not_forbidden() {
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        for action in [Action::ReadTenant, Action::ChangePlan, Action::SuspendTenant] {
+            assert_eq!(authorize(&user(TenantRole::Owner), action, other), Err(Denied::Hidden));
+        }
+    }
+
+    #[test]
+    fn tenant_users_cannot_provision_or_list() {
+        assert_eq!(
+            authorize(&user(TenantRole::Owner), Action::ProvisionTenant, Target::default()),
+            Err(Denied::NotPermitted)
+        );
+        assert_eq!(
+            authorize(&user(TenantRole::Owner), Action::ListTenants, Target::default()),
+            Err(Denied::NotPermitted)
+        );
+    }
+}

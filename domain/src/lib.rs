@@ -1,0 +1,15 @@
+//! Keel's pure domain: aggregates, their commands, events and errors, and the
+//! authorization rules. Nothing here does I/O or needs an async runtime; the
+//! `commands` crate runs these aggregates on cqrs-es and postgres-es.
+
+pub mod access;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod plan;
+pub mod schemas;
+pub mod tenant;
+pub mod tenant_domain;
+pub mod validate;
+
+pub use error::{DomainError, ErrorKind};

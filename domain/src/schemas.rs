@@ -1,0 +1,25 @@
+//! JSON Schemas of the event envelope and every event payload, generated with
+//! schemars; `keel schemas` writes them to `schemas/`, a test checks they are fresh.
+
+use schemars::schema_for;
+use serde_json::Value;
+
+use crate::envelope::EventEnvelope;
+use crate::tenant::TenantEvent;
+use crate::tenant_domain::TenantDomainEvent;
+
+/// (file name, schema) of every published schema.
+pub fn all() -> Vec<(&'static str, Value)> {
+    vec![
+        ("keel.events.envelope.v1.json", schema_for!(EventEnvelope).to_value()),
+        ("tenant.events.v1.json", schema_for!(TenantEvent).to_value()),
+        ("tenant_domain.events.v1.json", schema_for!(TenantDomainEvent).to_value()),
+    ]
+}
+
+/// A schema as it is written to disk (pretty, with a trailing newline).
+pub fn render(schema: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

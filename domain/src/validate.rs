@@ -1,0 +1,69 @@
+//! Input rules shared by aggregates: names, domains, e-mail addresses.
+
+/// A display name: 1 to 200 characters after trimming, no control characters.
+pub fn display_name(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    let ok = !name.is_empty() && name.chars().count() <= 200 && !name.chars().any(char::is_control);
+    ok.then(|| name.to_string())
+}
+
+/// A tenant domain: a lowercase DNS name (`acme` or `acme.example.com`), each
+/// label 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`, 253 at most.
+pub fn domain(raw: &str) -> Option<String> {
+    let domain = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let ok = !domain.is_empty() && domain.len() <= 253 && domain.split('.').all(label_ok);
+    ok.then_some(domain)
+}
+
+/// An e-mail address in the form `local@domain`, 254 characters at most, no spaces.
+/// The domain part is lowercased; the local part is kept as given.
+pub fn email(raw: &str) -> Option<String> {
+    let email = raw.trim();
+    let (local, host) = email.rsplit_once('@')?;
+    let ok = !local.is_empty()
+        && local.len() <= 64
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !local.contains('@')
+        && host.contains('.')
+        && domain(host).is_some();
+    ok.then(|| format!("{local}@{}", host.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain(" Acme ").as_deref(), Some("acme"));
+        assert_eq!(domain("eu.acme.io.").as_deref(), Some("eu.acme.io"));
+        assert_eq!(domain("a-b.c").as_deref(), Some("a-b.c"));
+        for bad in ["", "-acme", "acme-", "ac me", "acme..io", "ac_me", &"a".repeat(64)] {
+            assert_eq!(domain(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(email("Ann@Example.COM").as_deref(), Some("Ann@example.com"));
+        for bad in ["", "ann", "@example.com", "ann@", "ann@localhost", "a nn@example.com", "a@b@example.com"] {
+            assert_eq!(email(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(display_name("  Acme Corp ").as_deref(), Some("Acme Corp"));
+        assert_eq!(display_name("   "), None);
+        assert_eq!(display_name("a\u{0}b"), None);
+        assert_eq!(display_name(&"x".repeat(201)), None);
+    }
+}

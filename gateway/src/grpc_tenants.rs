@@ -1,0 +1,208 @@
+//! gRPC `keel.v1.TenantService`: tenant commands.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use keel_commands::bus::CommandContext;
+use keel_commands::tenants::{ProvisionRequest, TenantCommands};
+use keel_domain::access::{Action, Principal, Target, authorize};
+use keel_domain::ids::TenantId;
+use keel_domain::plan::Plan;
+use keel_domain::tenant::TenantCommand;
+
+use crate::auth::Authenticator;
+use crate::errors::{auth_status, denied_status, status};
+use crate::proto::tenant_service_server::TenantService;
+use crate::proto::{
+    ChangePlanRequest, CommandResponse, ProvisionTenantRequest, ProvisionTenantResponse, ReactivateTenantRequest,
+    RequestTenantDeletionRequest, RequestTenantDeletionResponse, RestoreTenantRequest, SuspendTenantRequest,
+};
+
+/// The tenant command API.
+pub struct TenantApi {
+    commands: Arc<TenantCommands>,
+    auth: Arc<Authenticator>,
+}
+
+impl TenantApi {
+    /// The API over `commands`, authenticating with `auth`.
+    pub fn new(commands: Arc<TenantCommands>, auth: Arc<Authenticator>) -> Self {
+        Self { commands, auth }
+    }
+}
+
+/// The correlation id of a request: `x-correlation-id` if sane, else a new one.
+pub fn correlation_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Parses a tenant id argument.
+fn tenant_id(raw: &str) -> Result<TenantId, Status> {
+    raw.trim().parse().map_err(|_| Status::invalid_argument("tenant_id is not a tenant id (tnt_…)"))
+}
+
+impl TenantApi {
+    /// Authenticates, authorizes and builds the command context; runs `body` in a span
+    /// carrying the correlation id.
+    async fn run<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
+        action: Action,
+        target: Option<&TenantId>,
+        idempotency_key: &str,
+        body: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(CommandContext, Principal) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let correlation = correlation_id(metadata);
+        let span = tracing::info_span!("command", rpc, correlation_id = %correlation);
+        async {
+            let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
+            let principal = self.auth.authenticate(header).await.map_err(|e| {
+                tracing::info!(error = %e, "unauthenticated command");
+                auth_status(e)
+            })?;
+            authorize(&principal, action, Target { tenant: target, plan: None }).map_err(|d| {
+                tracing::info!(actor = %principal.actor(), "command denied");
+                denied_status(d)
+            })?;
+            let ctx = CommandContext::new(principal.actor(), correlation.clone(), idempotency_key.to_string());
+            let result = body(ctx, principal).await;
+            match &result {
+                Ok(_) => tracing::info!("command accepted"),
+                Err(s) => tracing::info!(code = ?s.code(), "command refused"),
+            }
+            let mut response = Response::new(result?);
+            if let Ok(value) = correlation.parse() {
+                response.metadata_mut().insert("x-correlation-id", value);
+            }
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn lifecycle(
+        &self,
+        rpc: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
+        action: Action,
+        raw_tenant_id: &str,
+        idempotency_key: &str,
+        command: TenantCommand,
+    ) -> Result<Response<CommandResponse>, Status> {
+        let id = tenant_id(raw_tenant_id)?;
+        let target = id.clone();
+        self.run(rpc, metadata, action, Some(&target), idempotency_key, |ctx, _| async move {
+            let done = self.commands.execute(&ctx, &id, command).await.map_err(|e| status(&e))?;
+            Ok(CommandResponse { position: done.position })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl TenantService for TenantApi {
+    async fn provision_tenant(
+        &self,
+        request: Request<ProvisionTenantRequest>,
+    ) -> Result<Response<ProvisionTenantResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        self.run(
+            "ProvisionTenant",
+            &metadata,
+            Action::ProvisionTenant,
+            None,
+            &req.idempotency_key,
+            |ctx, _| async move {
+                let request = ProvisionRequest {
+                    name: req.name,
+                    domain: req.domain,
+                    plan: req.plan,
+                    owner_email: req.owner_email,
+                };
+                let done = self.commands.provision(&ctx, &request).await.map_err(|e| status(&e))?;
+                Ok(ProvisionTenantResponse { tenant_id: done.tenant_id, position: done.position })
+            },
+        )
+        .await
+    }
+
+    async fn suspend_tenant(
+        &self,
+        request: Request<SuspendTenantRequest>,
+    ) -> Result<Response<CommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        if req.reason.chars().count() > 500 {
+            return Err(Status::invalid_argument("reason must be 500 characters at most"));
+        }
+        let command = TenantCommand::Suspend { reason: req.reason };
+        self.lifecycle("SuspendTenant", &metadata, Action::SuspendTenant, &req.tenant_id, &req.idempotency_key, command)
+            .await
+    }
+
+    async fn reactivate_tenant(
+        &self,
+        request: Request<ReactivateTenantRequest>,
+    ) -> Result<Response<CommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let command = TenantCommand::Reactivate;
+        self.lifecycle(
+            "ReactivateTenant",
+            &metadata,
+            Action::ReactivateTenant,
+            &req.tenant_id,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn change_plan(&self, request: Request<ChangePlanRequest>) -> Result<Response<CommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let plan: Plan =
+            req.plan.parse().map_err(|e: keel_domain::plan::UnknownPlan| Status::invalid_argument(e.to_string()))?;
+        let command = TenantCommand::ChangePlan { plan };
+        self.lifecycle("ChangePlan", &metadata, Action::ChangePlan, &req.tenant_id, &req.idempotency_key, command).await
+    }
+
+    async fn request_tenant_deletion(
+        &self,
+        request: Request<RequestTenantDeletionRequest>,
+    ) -> Result<Response<RequestTenantDeletionResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let command = TenantCommand::RequestDeletion { at: chrono::Utc::now() };
+        let response = self
+            .lifecycle(
+                "RequestTenantDeletion",
+                &metadata,
+                Action::RequestTenantDeletion,
+                &req.tenant_id,
+                &req.idempotency_key,
+                command,
+            )
+            .await?;
+        let (metadata, body, extensions) = response.into_parts();
+        Ok(Response::from_parts(metadata, RequestTenantDeletionResponse { position: body.position }, extensions))
+    }
+
+    async fn restore_tenant(
+        &self,
+        request: Request<RestoreTenantRequest>,
+    ) -> Result<Response<CommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let command = TenantCommand::Restore { at: chrono::Utc::now() };
+        self.lifecycle("RestoreTenant", &metadata, Action::RestoreTenant, &req.tenant_id, &req.idempotency_key, command)
+            .await
+    }
+}

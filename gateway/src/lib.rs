@@ -1,0 +1,22 @@
+//! The `keel` binary's library: the gRPC command API, the REST query API, and the
+//! wiring of relay, projectors and schedulers into one process.
+
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod grpc_tenants;
+pub mod openapi;
+pub mod ready;
+pub mod rest;
+pub mod rest_tenants;
+pub mod server;
+pub mod sweeper;
+
+/// Generated protobuf and gRPC code for `keel.v1`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("keel.v1");
+
+    /// The encoded file descriptor set, for server reflection.
+    pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/keel_descriptor.bin"));
+}

@@ -1,0 +1,297 @@
+//! `keel`: the control plane's one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use keel_gateway::config::Settings;
+use keel_gateway::server::{self, Workers};
+use keel_projections::kafka::ConsumerSettings;
+use keel_projections::tenant_registry::TenantRegistry;
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Keel, the control plane for B2B SaaS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Owner {
+    /// Postgres URL of the migration role (owner of the schema).
+    #[arg(long, env = "KEEL_MIGRATION_DATABASE_URL")]
+    migration_database_url: String,
+    /// The runtime role that gets grants.
+    #[arg(long, env = "KEEL_RUNTIME_ROLE", default_value = "keel_app")]
+    runtime_role: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC and REST APIs, the relay, the projectors and the schedulers.
+    Serve(Settings),
+    /// Create or upgrade the database schema (as the migration role).
+    Migrate(Owner),
+    /// Create the bootstrap operator credential if none exists; write it to --out and print it once.
+    BootstrapToken {
+        #[command(flatten)]
+        owner: Owner,
+        /// Where to write the token (mode 600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rebuild a read model from Kafka offset 0 and swap it in atomically.
+    Replay {
+        /// The read model (tenant_registry).
+        read_model: String,
+        #[command(flatten)]
+        owner: Owner,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "KEEL_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// The event topic.
+        #[arg(long, env = "KEEL_EVENTS_TOPIC", default_value = "keel.events")]
+        events_topic: String,
+    },
+    /// Dead letters of a read model.
+    Dlq {
+        #[command(subcommand)]
+        command: Dlq,
+    },
+    /// Write the JSON Schemas of the events to a directory (or check they are current).
+    Schemas {
+        /// Directory.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Only check; exit non-zero if a file is missing or stale.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Dlq {
+    /// List parked events.
+    List {
+        /// The read model.
+        read_model: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Discard one parked event for good (the events held behind it stay parked until retried).
+    Discard {
+        /// The read model.
+        read_model: String,
+        /// The parked event's id (from `keel dlq list`).
+        #[arg(long)]
+        id: i64,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Retry a tenant's parked events, in order.
+    Retry {
+        /// The read model.
+        read_model: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        owner: Owner,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
+    if json {
+        tracing_subscriber::fmt().json().with_current_span(true).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    }
+}
+
+async fn owner_pool(owner: &Owner) -> Result<PgPool, String> {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&owner.migration_database_url)
+        .await
+        .map_err(|e| format!("cannot connect as the migration role: {e}"))
+}
+
+fn unknown_read_model(name: &str) -> String {
+    format!("unknown read model {name:?}; known: {}", keel_projections::tenant_registry::NAME)
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve(settings) => {
+            let running = server::start(settings, Workers::ALL).await.map_err(|e| e.to_string())?;
+            let stopped = running.stopped();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate() => {}
+                _ = stopped => {}
+            }
+            tracing::info!("stopping");
+            running.stop().await;
+            Ok(())
+        }
+        Command::Migrate(owner) => {
+            let pool = owner_pool(&owner).await?;
+            let applied = keel_commands::migrate::run(&pool, keel_commands::migrate::MIGRATIONS, &owner.runtime_role)
+                .await
+                .map_err(|e| e.to_string())?;
+            for name in &applied {
+                println!("applied {name}");
+            }
+            if keel_projections::read_model::ensure_schema(&pool, &TenantRegistry, &owner.runtime_role)
+                .await
+                .map_err(|e| format!("read model schema: {e}"))?
+            {
+                println!("created read model {}", keel_projections::tenant_registry::NAME);
+            }
+            println!("schema is current");
+            Ok(())
+        }
+        Command::BootstrapToken { owner, out } => {
+            let pool = owner_pool(&owner).await?;
+            match keel_gateway::auth::create_bootstrap_credential(&pool).await.map_err(|e| e.to_string())? {
+                Some(token) => {
+                    write_secret(&out, &token).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                    println!("{token}");
+                    eprintln!("bootstrap operator credential created and written to {} (shown once)", out.display());
+                }
+                None => eprintln!("a bootstrap operator credential exists already (see {})", out.display()),
+            }
+            Ok(())
+        }
+        Command::Replay { read_model, owner, kafka_brokers, events_topic } => {
+            if read_model != keel_projections::tenant_registry::NAME {
+                return Err(unknown_read_model(&read_model));
+            }
+            let pool = owner_pool(&owner).await?;
+            let settings = ConsumerSettings { brokers: kafka_brokers, session_timeout_ms: 6000 };
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let report = keel_projections::replay::replay(
+                &TenantRegistry,
+                &pool,
+                &settings,
+                &events_topic,
+                &owner.runtime_role,
+                &bar,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!(
+                "replayed {read_model}: {} events in {:.2}s ({:.0} events/s); swapped in",
+                report.messages,
+                report.elapsed.as_secs_f64(),
+                report.rate()
+            );
+            Ok(())
+        }
+        Command::Dlq { command } => match command {
+            Dlq::List { read_model, tenant, owner } => {
+                if read_model != keel_projections::tenant_registry::NAME {
+                    return Err(unknown_read_model(&read_model));
+                }
+                let pool = owner_pool(&owner).await?;
+                let parked = keel_projections::dead_letters::list(&pool, &read_model, tenant.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string_pretty(&parked).unwrap_or_default());
+                Ok(())
+            }
+            Dlq::Discard { read_model, id, owner } => {
+                if read_model != keel_projections::tenant_registry::NAME {
+                    return Err(unknown_read_model(&read_model));
+                }
+                let pool = owner_pool(&owner).await?;
+                match keel_projections::dead_letters::discard(&pool, &read_model, id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    true => println!("discarded parked event {id}"),
+                    false => return Err(format!("no parked event {id}")),
+                }
+                Ok(())
+            }
+            Dlq::Retry { read_model, tenant, owner } => {
+                if read_model != keel_projections::tenant_registry::NAME {
+                    return Err(unknown_read_model(&read_model));
+                }
+                let pool = owner_pool(&owner).await?;
+                let outcome = keel_projections::dead_letters::retry(&pool, &TenantRegistry, &tenant)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+                Ok(())
+            }
+        },
+        Command::Schemas { out, check } => {
+            let mut stale = Vec::new();
+            for (name, schema) in keel_domain::schemas::all() {
+                let path = out.join(name);
+                let text = keel_domain::schemas::render(&schema);
+                if check {
+                    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                        stale.push(path.display().to_string());
+                    }
+                } else {
+                    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+                    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            if stale.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("stale schemas (run `keel schemas`): {}", stale.join(", ")))
+            }
+        }
+    }
+}
+
+fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    writeln!(file, "{secret}")
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("keel: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

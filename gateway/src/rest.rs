@@ -1,0 +1,153 @@
+//! The REST query API: router, authentication, correlation ids, health and
+//! read-your-writes. It reads read models only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use keel_domain::access::Principal;
+use keel_projections::progress::{Progress, has_passed};
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::errors::Problem;
+use crate::ready::ReadyCheck;
+
+/// The header a caller sets to read its own write.
+pub const MIN_POSITION_HEADER: &str = "x-keel-min-position";
+/// The correlation id header.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// What every REST handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Runtime-role pool (row-level security applies).
+    pub pool: PgPool,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// Dependency checks for /readyz.
+    pub ready: Arc<ReadyCheck>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+/// The REST router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .merge(crate::rest_tenants::routes())
+        .fallback(|| async { Problem::not_found() })
+        .layer(axum::middleware::from_fn(correlation))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.ready.check().await;
+    let status = if readiness.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness)).into_response()
+}
+
+/// Takes or creates the correlation id, runs the request in a span carrying it,
+/// echoes it in the response and writes it into problem documents.
+async fn correlation(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span =
+        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
+    async move {
+        let mut response = next.run(request).await;
+        tracing::info!(status = response.status().as_u16(), "request served");
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(CORRELATION_HEADER, value);
+        }
+        let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+        if !is_problem {
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+            return Response::from_parts(parts, Body::empty());
+        };
+        let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("correlation_id".into(), id.clone().into());
+        }
+        let mut parts = parts;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, Body::from(serde_json::to_vec(&doc).unwrap_or_default()))
+    }
+    .instrument(span)
+    .await
+}
+
+/// The authenticated caller of a REST request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match state.auth.authenticate(header).await {
+            Ok(principal) => Ok(Caller(principal)),
+            Err(err) => {
+                tracing::info!(error = %err, "unauthenticated request");
+                Err(err.into())
+            }
+        }
+    }
+}
+
+/// Read-your-writes: if the request carries `X-Keel-Min-Position: N`, waits (bounded)
+/// until read model `read_model` has applied everything up to position N.
+pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model: &str) -> Result<(), Problem> {
+    let Some(raw) = headers.get(MIN_POSITION_HEADER) else {
+        return Ok(());
+    };
+    let position: i64 = raw.to_str().ok().and_then(|s| s.trim().parse().ok()).filter(|p| *p >= 0).ok_or_else(|| {
+        Problem::bad_request("invalid_min_position", "X-Keel-Min-Position must be a position (a non-negative integer)")
+    })?;
+    let deadline = tokio::time::Instant::now() + state.settings.min_position_wait();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match has_passed(&state.pool, read_model, &state.settings.events_topic, position).await? {
+            Progress::Passed => return Ok(()),
+            Progress::UnknownPosition => {
+                return Err(Problem::bad_request("unknown_position", "no event has this position"));
+            }
+            Progress::Pending if tokio::time::Instant::now() >= deadline => {
+                return Err(Problem::unavailable(
+                    "position_not_reached",
+                    "the read model has not reached this position yet; retry",
+                    1,
+                ));
+            }
+            Progress::Pending => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(25));
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! One Keel process: gRPC command API, REST query API, relay, projectors and the
+//! purge sweeper, sharing a Postgres pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use keel_commands::relay::{Relay, RelayConfig, RelayStatus};
+use keel_commands::tenants::TenantCommands;
+use keel_projections::kafka::ConsumerSettings;
+use keel_projections::projector::{Projector, ProjectorStatus};
+use keel_projections::tenant_registry::TenantRegistry;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::grpc_tenants::TenantApi;
+use crate::proto::tenant_service_server::TenantServiceServer;
+use crate::ready::ReadyCheck;
+use crate::rest::{AppState, router};
+
+/// Which background workers this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// The relay to Kafka.
+    pub relay: bool,
+    /// The projectors.
+    pub projectors: bool,
+    /// The purge sweeper.
+    pub sweeper: bool,
+}
+
+impl Workers {
+    /// Everything.
+    pub const ALL: Workers = Workers { relay: true, projectors: true, sweeper: true };
+}
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Postgres could not be reached.
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The Kafka client could not be configured.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A listener could not be bound.
+    #[error("listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// gRPC reflection could not be set up.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running Keel.
+pub struct Running {
+    /// Where REST listens.
+    pub rest_addr: SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// The relay's status.
+    pub relay: Arc<RelayStatus>,
+    /// The tenant registry projector's status.
+    pub registry: Arc<ProjectorStatus>,
+    /// The runtime pool.
+    pub pool: PgPool,
+    /// Tenant commands (for in-process tools and tests).
+    pub tenants: Arc<TenantCommands>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops everything and waits (bounded) for the tasks to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        self.pool.close().await;
+    }
+
+    /// Ends every task at once, wherever it is (as a crash would): open
+    /// transactions roll back, unacknowledged publishes are forgotten.
+    pub async fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+
+    /// A future that completes when a stop is asked for.
+    pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Connects the runtime pool.
+pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(settings.db_pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&settings.database_url)
+        .await
+}
+
+/// Starts a Keel process with `workers`.
+pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
+    let settings = Arc::new(settings);
+    let pool = connect(&settings).await?;
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let relay_status = Arc::new(RelayStatus::default());
+    if workers.relay {
+        let config = RelayConfig { topic: settings.events_topic.clone(), ..RelayConfig::default() };
+        let relay = Relay::new(pool.clone(), settings.kafka_brokers.clone(), config, relay_status.clone())
+            .creating_topic(settings.partitions);
+        tasks.push(tokio::spawn(relay.run(rx.clone())));
+    }
+
+    let registry = Arc::new(ProjectorStatus::default());
+    if workers.projectors {
+        let consumer = ConsumerSettings {
+            brokers: settings.kafka_brokers.clone(),
+            session_timeout_ms: settings.session_timeout_ms,
+        };
+        let projector = Projector::new(
+            Arc::new(TenantRegistry),
+            pool.clone(),
+            consumer,
+            settings.events_topic.clone(),
+            registry.clone(),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
+    }
+
+    let tenants = Arc::new(TenantCommands::new(pool.clone()));
+    if workers.sweeper {
+        let every = Duration::from_secs(settings.purge_sweep_seconds.max(1));
+        tasks.push(tokio::spawn(crate::sweeper::run(pool.clone(), tenants.clone(), every, rx.clone())));
+    }
+
+    let auth = Arc::new(Authenticator::new(pool.clone()));
+    let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay_status.clone())?);
+
+    let rest_listener = TcpListener::bind(settings.rest_addr).await?;
+    let rest_addr = rest_listener.local_addr()?;
+    let app = router(AppState { pool: pool.clone(), auth: auth.clone(), ready, settings: settings.clone() });
+    let mut stop = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(rest_listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(err) = serve.await {
+            tracing::error!(error = %err, "REST server failed");
+        }
+    }));
+
+    let grpc_listener = TcpListener::bind(settings.grpc_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TenantServiceServer<TenantApi>>().await;
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder.register_encoded_file_descriptor_set(crate::proto::DESCRIPTOR)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers(
+            ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-correlation-id", "x-keel-error-code"]
+                .map(axum::http::HeaderName::from_static),
+        );
+    let api = TenantApi::new(tenants.clone(), auth);
+    let mut stop = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(cors)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(TenantServiceServer::new(api))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        if let Err(err) = serve.await {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    }));
+
+    tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
+    Ok(Running { rest_addr, grpc_addr, relay: relay_status, registry, pool, tenants, shutdown, tasks })
+}

@@ -1,0 +1,23 @@
+-- The tenant registry: one row per tenant, its current lifecycle state.
+CREATE TABLE {schema}.tenants (
+    tenant_id             text        PRIMARY KEY,
+    name                  text,
+    domain                text,
+    plan                  text        NOT NULL,
+    status                text        NOT NULL,
+    suspended_reason      text,
+    deletion_requested_at timestamptz,
+    purge_after           timestamptz,
+    created_at            timestamptz NOT NULL,
+    updated_at            timestamptz NOT NULL,
+    version               bigint      NOT NULL
+);
+CREATE INDEX ON {schema}.tenants (status, tenant_id);
+CREATE INDEX ON {schema}.tenants (plan, tenant_id);
+CREATE INDEX ON {schema}.tenants (purge_after) WHERE status = 'pending_deletion';
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.tenants TO {runtime_role};
+
+ALTER TABLE {schema}.tenants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON {schema}.tenants
+    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform')
+    WITH CHECK (current_setting('keel.scope', true) = 'platform');

@@ -1,0 +1,225 @@
+//! Applying a batch of Kafka messages to a read model, exactly once in effect.
+//!
+//! In one transaction: lock the partitions' stored offsets, drop messages below
+//! them (already applied), drop events at or below their tenant's high-water mark
+//! (republished repeats), park poison events and everything after them for the
+//! same tenant, apply the rest, then advance high-water marks and offsets.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sqlx::PgConnection;
+
+use keel_domain::envelope::EventEnvelope;
+
+use crate::read_model::ReadModel;
+
+/// A consumed message, detached from the Kafka client.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Message key (tenant id or `platform`).
+    pub key: Option<String>,
+    /// The JSON envelope.
+    pub payload: Vec<u8>,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events handed to the read model (relevant or not).
+    pub applied: usize,
+    /// Messages skipped as already applied.
+    pub skipped: usize,
+    /// Messages parked as dead letters.
+    pub parked: usize,
+    /// Partition → next offset after this batch.
+    pub next_offsets: BTreeMap<i32, i64>,
+}
+
+struct Parked<'a> {
+    tenant_id: String,
+    message: &'a Message,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    error: String,
+}
+
+/// Applies `messages` (in partition order) to `model` in `schema`, inside `tx`.
+pub async fn apply_batch<R: ReadModel>(
+    tx: &mut PgConnection,
+    model: &R,
+    schema: &str,
+    topic: &str,
+    messages: &[Message],
+) -> Result<BatchOutcome, sqlx::Error> {
+    let mut outcome = BatchOutcome::default();
+    if messages.is_empty() {
+        return Ok(outcome);
+    }
+    sqlx::query("SELECT set_config('keel.scope', 'platform', true)").execute(&mut *tx).await?;
+
+    let partitions: Vec<i32> = messages.iter().map(|m| m.partition).collect::<HashSet<_>>().into_iter().collect();
+    let stored: HashMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(&format!(
+        "SELECT partition, next_offset FROM {schema}._offsets WHERE topic = $1 AND partition = ANY($2) FOR UPDATE"
+    ))
+    .bind(topic)
+    .bind(&partitions)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let fresh: Vec<&Message> =
+        messages.iter().filter(|m| m.offset >= stored.get(&m.partition).copied().unwrap_or(0)).collect();
+    outcome.skipped = messages.len() - fresh.len();
+    for m in &fresh {
+        let next = outcome.next_offsets.entry(m.partition).or_insert(0);
+        *next = (*next).max(m.offset + 1);
+    }
+    if fresh.is_empty() {
+        return Ok(outcome);
+    }
+
+    let decoded: Vec<(&Message, Result<EventEnvelope, String>)> = fresh
+        .iter()
+        .map(|m| {
+            (*m, serde_json::from_slice::<EventEnvelope>(&m.payload).map_err(|e| format!("malformed envelope: {e}")))
+        })
+        .collect();
+    let tenant_of = |m: &Message, e: &Result<EventEnvelope, String>| match e {
+        Ok(env) => env.key().to_string(),
+        Err(_) => m.key.clone().unwrap_or_else(|| "unknown".to_string()),
+    };
+    let tenants: Vec<String> =
+        decoded.iter().map(|(m, e)| tenant_of(m, e)).collect::<HashSet<_>>().into_iter().collect();
+
+    let mut marks: HashMap<String, (i64, i64)> = sqlx::query_as::<_, (String, i64, i64)>(&format!(
+        "SELECT tenant_id, txid, position FROM {schema}._applied WHERE tenant_id = ANY($1)"
+    ))
+    .bind(&tenants)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(t, x, p)| (t, (x, p)))
+    .collect();
+    let mut blocked: HashSet<String> = sqlx::query_scalar::<_, String>(&format!(
+        "SELECT DISTINCT tenant_id FROM {schema}._parked WHERE tenant_id = ANY($1)"
+    ))
+    .bind(&tenants)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut changes = Vec::new();
+    let mut parked = Vec::new();
+    let mut advanced: HashMap<String, (i64, i64)> = HashMap::new();
+    for (message, envelope) in &decoded {
+        let tenant = tenant_of(message, envelope);
+        let env = match envelope {
+            Err(error) => {
+                parked.push(Parked {
+                    tenant_id: tenant.clone(),
+                    message,
+                    event_id: None,
+                    event_type: None,
+                    error: error.clone(),
+                });
+                blocked.insert(tenant);
+                continue;
+            }
+            Ok(env) => env,
+        };
+        if marks.get(&tenant).is_some_and(|mark| env.order() <= *mark) {
+            outcome.skipped += 1;
+            continue;
+        }
+        let park = |error: String| Parked {
+            tenant_id: tenant.clone(),
+            message,
+            event_id: Some(env.event_id.to_string()),
+            event_type: Some(env.event_type.clone()),
+            error,
+        };
+        if blocked.contains(&tenant) {
+            parked.push(park("held behind an earlier parked event of this tenant".into()));
+            continue;
+        }
+        match model.decode(env) {
+            Err(error) => {
+                parked.push(park(error));
+                blocked.insert(tenant);
+            }
+            Ok(change) => {
+                changes.extend(change);
+                marks.insert(tenant.clone(), env.order());
+                advanced.insert(tenant, env.order());
+                outcome.applied += 1;
+            }
+        }
+    }
+
+    model.apply(&mut *tx, schema, changes).await?;
+
+    if !advanced.is_empty() {
+        let (ids, (txids, positions)): (Vec<String>, (Vec<i64>, Vec<i64>)) = advanced.into_iter().unzip();
+        sqlx::query(&format!(
+            "INSERT INTO {schema}._applied (tenant_id, txid, position)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
+             ON CONFLICT (tenant_id) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position"
+        ))
+        .bind(&ids)
+        .bind(&txids)
+        .bind(&positions)
+        .execute(&mut *tx)
+        .await?;
+    }
+    outcome.parked = parked.len();
+    for p in parked {
+        tracing::warn!(read_model = model.name(), tenant_id = %p.tenant_id, offset = p.message.offset, error = %p.error, "event parked");
+        sqlx::query(&format!(
+            "INSERT INTO {schema}._parked (tenant_id, topic, partition, kafka_offset, event_id, event_type, message, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&p.tenant_id)
+        .bind(topic)
+        .bind(p.message.partition)
+        .bind(p.message.offset)
+        .bind(&p.event_id)
+        .bind(&p.event_type)
+        .bind(&p.message.payload)
+        .bind(&p.error)
+        .execute(&mut *tx)
+        .await?;
+    }
+    store_offsets(tx, schema, topic, &outcome.next_offsets).await?;
+    Ok(outcome)
+}
+
+/// Advances the stored next offsets.
+pub async fn store_offsets(
+    tx: &mut PgConnection,
+    schema: &str,
+    topic: &str,
+    next: &BTreeMap<i32, i64>,
+) -> Result<(), sqlx::Error> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
+    sqlx::query(&format!(
+        "INSERT INTO {schema}._offsets (topic, partition, next_offset)
+         SELECT $1, * FROM UNNEST($2::int[], $3::bigint[])
+         ON CONFLICT (topic, partition) DO UPDATE
+             SET next_offset = GREATEST({schema}._offsets.next_offset, EXCLUDED.next_offset)"
+    ))
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

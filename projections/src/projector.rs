@@ -1,0 +1,174 @@
+//! The live projector: a Kafka consumer group member that applies batches to its
+//! read model's live schema and stores offsets with the effects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use sqlx::PgPool;
+
+use crate::batch::{BatchOutcome, Message, apply_batch};
+use crate::kafka::ConsumerSettings;
+use crate::read_model::{ReadModel, live_schema, swap_lock_key};
+
+/// Most messages applied in one transaction.
+const MAX_BATCH: usize = 2000;
+/// How long a batch waits for more messages once it has one.
+const LINGER: Duration = Duration::from_millis(3);
+
+/// What a projector reports about itself.
+#[derive(Debug, Default)]
+pub struct ProjectorStatus {
+    /// The consumer loop is running.
+    pub running: AtomicBool,
+    /// Events applied since start.
+    pub applied: AtomicU64,
+    /// Events parked since start.
+    pub parked: AtomicU64,
+}
+
+/// A projector for read model `R`.
+pub struct Projector<R: ReadModel> {
+    model: Arc<R>,
+    pool: PgPool,
+    settings: ConsumerSettings,
+    topic: String,
+    status: Arc<ProjectorStatus>,
+}
+
+impl<R: ReadModel> Projector<R> {
+    /// A projector of `model` reading `topic`, writing through `pool` (the runtime role).
+    pub fn new(
+        model: Arc<R>,
+        pool: PgPool,
+        settings: ConsumerSettings,
+        topic: String,
+        status: Arc<ProjectorStatus>,
+    ) -> Self {
+        Self { model, pool, settings, topic, status }
+    }
+
+    /// The consumer group of read model `name`.
+    pub fn group(name: &str) -> String {
+        format!("keel-projector.{name}")
+    }
+
+    /// Runs until `shutdown` fires, reconnecting on errors.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            if let Err(err) = self.consume(&mut shutdown).await {
+                tracing::warn!(read_model = self.model.name(), error = %err, "projector interrupted; restarting");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        self.status.running.store(false, Ordering::Relaxed);
+    }
+
+    async fn consume(
+        &self,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let consumer: StreamConsumer = self.settings.config(&Self::group(self.model.name())).create()?;
+        consumer.subscribe(&[&self.topic])?;
+        self.status.running.store(true, Ordering::Relaxed);
+        loop {
+            let batch = tokio::select! {
+                batch = next_batch(&consumer) => batch?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let outcome = loop {
+                match self.apply(&batch).await {
+                    Ok(outcome) => break outcome,
+                    Err(err) => {
+                        tracing::warn!(read_model = self.model.name(), error = %err, "batch failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = shutdown.changed() => return Ok(()),
+                        }
+                    }
+                }
+            };
+            self.status.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
+            self.status.parked.fetch_add(outcome.parked as u64, Ordering::Relaxed);
+            commit_hint(&consumer, &self.topic, &outcome.next_offsets);
+        }
+    }
+
+    async fn apply(&self, batch: &[Message]) -> Result<BatchOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(swap_lock_key(self.model.name()))
+            .execute(&mut *tx)
+            .await?;
+        let schema = live_schema(self.model.name());
+        let outcome = apply_batch(&mut tx, self.model.as_ref(), &schema, &self.topic, batch).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Waits for one message, then gathers more for a few milliseconds.
+pub async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<Message>, rdkafka::error::KafkaError> {
+    let first = loop {
+        match consumer.recv().await {
+            Ok(message) => break message,
+            // librdkafka reconnects by itself; a broker outage is not the consumer's end.
+            Err(err) if is_transient(&err) => {
+                tracing::debug!(error = %err, "kafka unavailable; waiting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    let mut batch = vec![detach(&first)];
+    drop(first);
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while batch.len() < MAX_BATCH {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(detach(&m)),
+            Ok(Err(err)) if is_transient(&err) => break,
+            Ok(Err(err)) => return Err(err),
+            Err(_elapsed) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Errors librdkafka recovers from by itself (the broker is away, not the consumer broken).
+fn is_transient(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(AllBrokersDown | BrokerTransportFailure | NetworkException | RequestTimedOut | OperationTimedOut)
+    )
+}
+
+/// Copies a Kafka message out of the client's buffers.
+pub fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    Message {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+/// Tells Kafka how far we got, so a new group member starts near there. Postgres
+/// stays the truth: Kafka's committed offset never runs ahead of it.
+fn commit_hint(consumer: &StreamConsumer, topic: &str, next: &BTreeMap<i32, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in next {
+        if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
+            return;
+        }
+    }
+    if !next.is_empty() {
+        let _ = consumer.commit(&tpl, CommitMode::Async);
+    }
+}

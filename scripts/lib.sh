@@ -1,0 +1,211 @@
+# shellcheck shell=bash
+# Shared helpers for Keel's dev/test scripts. Source it, don't run it:
+#   . "$(dirname "$0")/lib.sh"
+#
+# Knobs (environment):
+#   KEEL_PROFILE      dev (default) or test: picks default ports and storage
+#   KEEL_STATE_DIR    where pid files, logs, data and secrets live
+#                     (default .keel for dev, .keel/test for test)
+#   KEEL_PG_PORT      Postgres port        (dev 5432,  test 55432)
+#   KEEL_BROKER_PORT  Kafka broker port    (dev 9092,  test 59092)
+#   KEEL_TOOLS        where tansu is installed (default /opt/keel-tools as
+#                     root, else ~/.local/share/keel-tools)
+set -euo pipefail
+
+KEEL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KEEL_PROFILE="${KEEL_PROFILE:-dev}"
+if [ "$(id -u)" -eq 0 ]; then
+  KEEL_TOOLS="${KEEL_TOOLS:-/opt/keel-tools}"
+else
+  KEEL_TOOLS="${KEEL_TOOLS:-${XDG_DATA_HOME:-$HOME/.local/share}/keel-tools}"
+fi
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+TANSU_BIN="$KEEL_TOOLS/bin/tansu"
+
+case "$KEEL_PROFILE" in
+  dev)
+    KEEL_STATE_DIR="${KEEL_STATE_DIR:-$KEEL_ROOT/.keel}"
+    KEEL_PG_PORT="${KEEL_PG_PORT:-5432}"
+    KEEL_BROKER_PORT="${KEEL_BROKER_PORT:-9092}"
+    ;;
+  test)
+    KEEL_STATE_DIR="${KEEL_STATE_DIR:-$KEEL_ROOT/.keel/test}"
+    KEEL_PG_PORT="${KEEL_PG_PORT:-55432}"
+    KEEL_BROKER_PORT="${KEEL_BROKER_PORT:-59092}"
+    ;;
+  *)
+    echo "[keel] error: KEEL_PROFILE must be dev or test, not '$KEEL_PROFILE'" >&2
+    exit 2
+    ;;
+esac
+
+# Make the state dir absolute: services are started from other directories.
+mkdir -p "$KEEL_STATE_DIR"
+KEEL_STATE_DIR="$(cd "$KEEL_STATE_DIR" && pwd)"
+KEEL_LOG_DIR="$KEEL_STATE_DIR/logs"
+mkdir -p "$KEEL_LOG_DIR"
+export KEEL_PROFILE KEEL_STATE_DIR KEEL_PG_PORT KEEL_BROKER_PORT KEEL_TOOLS
+
+# shellcheck disable=SC2034 # used by the scripts that source this file
+KEEL_BIN="$KEEL_ROOT/target/release/keel"
+# shellcheck disable=SC2034
+KEEL_PID="$KEEL_STATE_DIR/keel.pid"
+
+# Never fails: a closed stderr must not abort a cleanup (see test.sh).
+log() { printf '[keel] %s\n' "$*" >&2 || true; }
+die() { printf '[keel] error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Run a command as root: directly when we are root, else through sudo.
+as_root() {
+  if is_root; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $*"
+  fi
+}
+
+apt_install() {
+  log "installing with apt-get: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# ensure_cmd COMMAND [DEBIAN_PACKAGE]
+ensure_cmd() {
+  command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"
+}
+
+# A random secret, hex only (safe inside URLs and SQL literals).
+gen_secret() {
+  if command -v openssl >/dev/null 2>&1; then
+    openssl rand -hex 24
+  else
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'
+  fi
+}
+
+# True when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+# COMMAND exiting with 2 means "will never succeed" (e.g. the process died).
+wait_until() {
+  local timeout="$1" what="$2" deadline rc
+  shift 2
+  deadline=$((SECONDS + timeout))
+  while true; do
+    rc=0
+    "$@" || rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    if [ "$rc" -eq 2 ]; then
+      log "gave up waiting for $what: the process exited"
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# pid_alive PIDFILE [NAME]: the pid file names a live process (whose command
+# line contains NAME, to guard against a recycled pid).
+pid_alive() {
+  local pidfile="$1" name="${2:-}" pid
+  [ -s "$pidfile" ] || return 1
+  pid="$(cat "$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [ -n "$name" ]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$name" || return 1
+  fi
+}
+
+# start_bg PIDFILE LOGFILE COMMAND...: start COMMAND detached in its own
+# session, stdin from /dev/null and stdout/stderr appended to LOGFILE, so it
+# holds none of the caller's file descriptors. setsid does not fork here (a
+# script's background job is not a process-group leader), so $! is the pid
+# of COMMAND itself.
+start_bg() {
+  local pidfile="$1" logfile="$2"
+  shift 2
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  echo "$!" >"$pidfile"
+}
+
+# stop_pid PIDFILE NAME [TIMEOUT]: SIGTERM, wait, then SIGKILL.
+stop_pid() {
+  local pidfile="$1" name="$2" timeout="${3:-30}" pid target deadline
+  if ! pid_alive "$pidfile" "$name"; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid="$(cat "$pidfile")"
+  # start_bg made it a session (and process-group) leader: signal the whole
+  # group so that children it may have spawned go too.
+  target="$pid"
+  if [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$pid" ]; then target="-$pid"; fi
+  log "stopping $name (pid $pid)"
+  kill -TERM -- "$target" 2>/dev/null || true
+  deadline=$((SECONDS + timeout))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "$name did not stop within ${timeout}s, killing it"
+      kill -KILL -- "$target" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  rm -f "$pidfile"
+}
+
+# Remove a state dir, including Postgres directories that live outside it
+# (see pg_paths in postgres.sh: .keel/pg may be a symlink).
+wipe_state_dir() {
+  local dir="$1" link outside
+  [ -d "$dir" ] || return 0
+  for link in "$dir/pg" "$dir/pg-run"; do
+    [ -L "$link" ] || continue
+    outside="$(dirname "$(readlink -f "$link")")"
+    case "$outside" in
+      */keel-pg-*) rm -rf "$outside" ;;
+    esac
+  done
+  rm -rf "$dir"
+}
+
+# Print the tail of a log file to stderr (for failures).
+show_log() {
+  local file="$1"
+  [ -f "$file" ] || return 0
+  log "last lines of $file:"
+  tail -n 30 "$file" >&2 || true
+}
+
+# ---------------------------------------------------------------- tansu ---
+
+# Install the tansu broker into $KEEL_TOOLS unless it is there already.
+# A lock keeps two concurrent runs from building it twice (~10 min build).
+ensure_tansu() {
+  [ -x "$TANSU_BIN" ] && return 0
+  command -v cargo >/dev/null 2>&1 || die "cargo is needed to install tansu"
+  mkdir -p "$KEEL_TOOLS"
+  local lock="$KEEL_TOOLS/.install.lock"
+  (
+    exec 9>"$lock"
+    if ! flock -n 9; then
+      log "another process is installing tansu; waiting for it"
+      flock 9
+    fi
+    if [ ! -x "$TANSU_BIN" ]; then
+      log "installing tansu $TANSU_VERSION into $KEEL_TOOLS (takes ~10 minutes)"
+      cargo install --locked tansu --version "$TANSU_VERSION" \
+        --features dynostore,libsql --root "$KEEL_TOOLS"
+    fi
+  )
+  [ -x "$TANSU_BIN" ] || die "tansu install failed: $TANSU_BIN missing"
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make test`: the whole check suite, against services of its own.
+#
+# Wipes .keel/test, runs cargo fmt --check and clippy, starts a throwaway
+# Postgres (127.0.0.1:55432) and broker (127.0.0.1:59092, memory storage),
+# then runs the tests (cargo nextest if installed, else cargo test) with:
+#   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
+#   KEEL_TEST_KAFKA_BROKERS  127.0.0.1:59092
+# Every service it started is stopped on exit; the exit code is the result.
+#
+# KEEL_TEST_CMD='some command' replaces the cargo steps (to test this script).
+set -euo pipefail
+# Never inherit a dev setup's state dir (it gets wiped) or ports.
+unset KEEL_STATE_DIR KEEL_PG_PORT KEEL_BROKER_PORT KEEL_BROKER_STORAGE
+export KEEL_PROFILE=test
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SCRIPTS="$KEEL_ROOT/scripts"
+
+stop_services() {
+  "$SCRIPTS/broker.sh" stop || true
+  "$SCRIPTS/postgres.sh" stop || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # Quietly, so the test runner's summary stays the last thing printed (and
+  # so a reader of our output that has gone away cannot interrupt this).
+  mkdir -p "$KEEL_LOG_DIR" 2>/dev/null || true
+  stop_services >>"$KEEL_LOG_DIR/teardown.log" 2>&1
+  exit "$rc"
+}
+
+# Leftovers of an interrupted run go first, then its state.
+stop_services
+wipe_state_dir "$KEEL_STATE_DIR"
+mkdir -p "$KEEL_LOG_DIR"
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cd "$KEEL_ROOT"
+
+if [ -z "${KEEL_TEST_CMD:-}" ]; then
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+"$SCRIPTS/postgres.sh" start
+"$SCRIPTS/broker.sh" start
+
+KEEL_TEST_DATABASE_URL="$(grep '^KEEL_TEST_DATABASE_URL=' "$KEEL_STATE_DIR/db.env" | cut -d= -f2-)"
+export KEEL_TEST_DATABASE_URL
+export KEEL_TEST_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
+# Tests that stop and restart a broker run a private one with this binary.
+export KEEL_TANSU_BIN="$TANSU_BIN"
+
+if [ -n "${KEEL_TEST_CMD:-}" ]; then
+  log "running KEEL_TEST_CMD: $KEEL_TEST_CMD"
+  bash -c "$KEEL_TEST_CMD"
+elif cargo nextest --version >/dev/null 2>&1; then
+  log "cargo nextest run --workspace"
+  cargo nextest run --workspace --no-fail-fast
+else
+  log "cargo test --workspace (cargo-nextest not installed)"
+  cargo test --workspace --no-fail-fast
+fi

@@ -1,0 +1,157 @@
+//! The event store's global order and the relay's reading of it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use keel_commands::bus::CommandContext;
+use keel_commands::relay::{Checkpoint, read_batch};
+use keel_commands::tenants::{ProvisionRequest, TenantCommands};
+use keel_domain::envelope::{Actor, EventEnvelope};
+use keel_domain::ids::TenantId;
+use keel_domain::tenant::TenantCommand;
+use keel_gateway::server::Workers;
+use keel_tests::{TestEnv, wait_projected};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+fn ctx() -> CommandContext {
+    CommandContext::new(Actor::system("test"), uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string())
+}
+
+async fn provision(commands: &TenantCommands, domain: &str) -> TenantId {
+    let request = ProvisionRequest {
+        name: domain.into(),
+        domain: domain.into(),
+        plan: "free".into(),
+        owner_email: format!("o@{domain}.io"),
+    };
+    commands.provision(&ctx(), &request).await.expect("provision").tenant_id.parse().expect("tenant id")
+}
+
+#[tokio::test]
+async fn the_reader_never_skips_an_event_committed_late() {
+    let env = TestEnv::new().await;
+    let pool = env.app_pool().await;
+    let commands = TenantCommands::new(pool.clone());
+
+    // A writes first (lower position) but commits last.
+    let mut slow = pool.begin().await.expect("begin");
+    let late_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('probe', 'p1', 1, 'probe.written', '1', '{}', $1)",
+    )
+    .bind(serde_json::json!({ "event_id": late_id.to_string(), "actor_type": "system", "actor_id": "test",
+                              "occurred_at": "2026-01-01T00:00:00Z", "command_id": uuid::Uuid::now_v7().to_string() }))
+    .execute(&mut *slow)
+    .await
+    .expect("insert");
+    // B commits in between.
+    provision(&commands, "between").await;
+
+    let mut conn = pool.acquire().await.expect("conn");
+    let early = read_batch(&mut conn, &Checkpoint::default(), 100).await.expect("read");
+    assert!(early.is_empty(), "nothing may be read past an open transaction, got {} events", early.len());
+
+    slow.commit().await.expect("commit");
+    let all = read_batch(&mut conn, &Checkpoint::default(), 100).await.expect("read");
+    assert_eq!(all.len(), 3, "the late event and both provisioning events");
+    assert_eq!(all[0].event_id, late_id, "the late writer's event comes first in global order");
+    let orders: Vec<(i64, i64)> = all.iter().map(EventEnvelope::order).collect();
+    assert!(orders.windows(2).all(|w| w[0] < w[1]), "global order is strictly increasing: {orders:?}");
+}
+
+#[tokio::test]
+async fn eight_concurrent_writers_and_ten_thousand_events_reach_kafka_once_in_tenant_order() {
+    const WRITERS: usize = 8;
+    const TENANTS_PER_WRITER: usize = 50;
+    const TOGGLES: usize = 23; // 2 provisioning events + 23 = 25 events per tenant
+
+    let env = TestEnv::with_partitions(6).await;
+    let keel = env.start_with(env.settings(), Workers { relay: true, projectors: true, sweeper: false }).await;
+    let pool = env.app_pool().await;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let commands = TenantCommands::new(pool.clone());
+        writers.push(tokio::spawn(async move {
+            let mut last = 0;
+            for t in 0..TENANTS_PER_WRITER {
+                let id = provision(&commands, &format!("w{w}-t{t}")).await;
+                for i in 0..TOGGLES {
+                    let command = if i % 2 == 0 {
+                        TenantCommand::Suspend { reason: format!("r{i}") }
+                    } else {
+                        TenantCommand::Reactivate
+                    };
+                    last = last.max(commands.execute(&ctx(), &id, command).await.expect("toggle").position);
+                }
+            }
+            last
+        }));
+    }
+    let mut last = 0;
+    for writer in writers {
+        last = last.max(writer.await.expect("writer"));
+    }
+    let stored: Vec<(uuid::Uuid, String, i64)> =
+        sqlx::query_as("SELECT event_id, aggregate_id, sequence FROM events").fetch_all(&pool).await.expect("events");
+    assert_eq!(stored.len(), WRITERS * TENANTS_PER_WRITER * (2 + TOGGLES));
+    assert!(stored.len() >= 10_000);
+
+    // Read the topic back with a plain Kafka consumer.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", format!("verify-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..env.partitions {
+        assignment.add_partition_offset(&env.topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen: Vec<(i32, EventEnvelope)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while seen.len() < stored.len() && std::time::Instant::now() < deadline {
+        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            let envelope: EventEnvelope =
+                serde_json::from_slice(message.payload().expect("payload")).expect("envelope");
+            assert_eq!(message.key(), Some(envelope.key().as_bytes()), "message key is the tenant id");
+            seen.push((message.partition(), envelope));
+        }
+    }
+    assert_eq!(seen.len(), stored.len(), "every stored event reaches Kafka");
+    let ids: HashSet<uuid::Uuid> = seen.iter().map(|(_, e)| e.event_id).collect();
+    assert_eq!(ids.len(), seen.len(), "each event id exactly once");
+    assert_eq!(ids, stored.iter().map(|(id, _, _)| *id).collect::<HashSet<_>>());
+
+    // Per tenant: one partition, strictly increasing global order, gapless aggregate sequences.
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    let mut last_order: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut last_sequence: HashMap<(String, String), i64> = HashMap::new();
+    for (partition, event) in &seen {
+        let tenant = event.key().to_string();
+        assert_eq!(
+            *partition_of.entry(tenant.clone()).or_insert(*partition),
+            *partition,
+            "tenant {tenant} in one partition"
+        );
+        if let Some(previous) = last_order.insert(tenant.clone(), event.order()) {
+            assert!(previous < event.order(), "tenant {tenant} out of order");
+        }
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        let previous = last_sequence.insert(key, event.sequence).unwrap_or(0);
+        assert_eq!(event.sequence, previous + 1, "aggregate sequence without gaps");
+    }
+
+    // And the projector applied all of it: every tenant active (23 toggles end suspended).
+    wait_projected(&pool, "tenant_registry", &env.topic, last, Duration::from_secs(60)).await;
+    let owner = env.owner_pool().await;
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM rm_tenant_registry.tenants GROUP BY status")
+            .fetch_all(&owner)
+            .await
+            .expect("registry");
+    assert_eq!(statuses, vec![("suspended".to_string(), (WRITERS * TENANTS_PER_WRITER) as i64)]);
+    keel.stop().await;
+}

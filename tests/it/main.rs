@@ -1,0 +1,12 @@
+//! Integration and end-to-end tests: real Postgres, real Kafka-protocol broker,
+//! Keel's public gRPC and REST APIs. Run with `make test`.
+
+mod broker_outage;
+mod dead_letters;
+mod event_store;
+mod grpc;
+mod interfaces;
+mod projector;
+mod rest;
+mod schemas;
+mod support;

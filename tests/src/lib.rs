@@ -1,0 +1,167 @@
+//! Test support: an isolated database and topic per test on the services that
+//! `make test` starts, and a Keel running in-process on ephemeral ports.
+//!
+//! A test that needs Postgres or Kafka fails (never skips) when they are missing.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use keel_gateway::config::Settings;
+use keel_gateway::server::{self, Running, Workers};
+use keel_projections::tenant_registry::TenantRegistry;
+
+/// The runtime role tests connect as (row-level security applies to it).
+pub const RUNTIME_ROLE: &str = "keel_it_app";
+
+/// One test's database and topic.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// Superuser URL of the test's own database (stands in for the migration role).
+    pub owner_url: String,
+    /// Runtime-role URL of the test's database.
+    pub app_url: String,
+    /// Broker address.
+    pub brokers: String,
+    /// The test's own event topic.
+    pub topic: String,
+    /// Partitions of that topic.
+    pub partitions: i32,
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `make test`, which starts Postgres and the broker")
+    })
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+impl TestEnv {
+    /// A fresh database (migrated) and topic on the test services.
+    pub async fn new() -> Self {
+        Self::with_partitions(4).await
+    }
+
+    /// Like [`TestEnv::new`] with `partitions` partitions.
+    pub async fn with_partitions(partitions: i32) -> Self {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keel=info"));
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
+        let admin_url = required("KEEL_TEST_DATABASE_URL");
+        let brokers = required("KEEL_TEST_KAFKA_BROKERS");
+        let admin =
+            PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("connect to test Postgres");
+        let password = hex::encode(Sha256::digest(format!("{admin_url}/{RUNTIME_ROLE}").as_bytes()));
+        sqlx::raw_sql(&format!(
+            "DO $$ BEGIN
+                 CREATE ROLE {RUNTIME_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{password}';
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ))
+        .execute(&admin)
+        .await
+        .expect("create runtime role");
+        let db = format!("keel_it_{}", uuid::Uuid::new_v4().simple());
+        sqlx::raw_sql(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create test database");
+        admin.close().await;
+
+        let owner_url = with_database(&admin_url, &db);
+        let app_url = {
+            let (_, rest) = admin_url.split_once('@').expect("URL has credentials");
+            with_database(&format!("postgres://{RUNTIME_ROLE}:{password}@{rest}"), &db)
+        };
+        let owner = PgPoolOptions::new().max_connections(2).connect(&owner_url).await.expect("connect as owner");
+        sqlx::raw_sql(&format!("GRANT CONNECT, TEMP ON DATABASE {db} TO {RUNTIME_ROLE}"))
+            .execute(&owner)
+            .await
+            .expect("grant");
+        keel_commands::migrate::run(&owner, keel_commands::migrate::MIGRATIONS, RUNTIME_ROLE).await.expect("migrate");
+        keel_projections::read_model::ensure_schema(&owner, &TenantRegistry, RUNTIME_ROLE)
+            .await
+            .expect("read model schema");
+        owner.close().await;
+
+        let topic = format!("keel.events.it.{}", uuid::Uuid::new_v4().simple());
+        keel_commands::kafka::ensure_topics(&brokers, &[&topic], partitions).await.expect("create topic");
+        Self { owner_url, app_url, brokers, topic, partitions }
+    }
+
+    /// Settings for a Keel on this environment, on ephemeral ports.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::new(&self.app_url, &self.brokers);
+        settings.rest_addr = ([127, 0, 0, 1], 0).into();
+        settings.grpc_addr = ([127, 0, 0, 1], 0).into();
+        settings.events_topic = self.topic.clone();
+        settings.partitions = self.partitions;
+        settings.session_timeout_ms = 3000;
+        settings.db_pool_size = 16;
+        // Generous: tests share two cores with a heavy neighbour now and then.
+        settings.min_position_wait_ms = 30_000;
+        settings
+    }
+
+    /// Starts a Keel with every worker.
+    pub async fn start(&self) -> Running {
+        self.start_with(self.settings(), Workers::ALL).await
+    }
+
+    /// Starts a Keel with `settings` and `workers`.
+    pub async fn start_with(&self, settings: Settings, workers: Workers) -> Running {
+        server::start(settings, workers).await.expect("start keel")
+    }
+
+    /// A pool of the migration role (bypasses row-level security).
+    pub async fn owner_pool(&self) -> PgPool {
+        PgPoolOptions::new().max_connections(4).connect(&self.owner_url).await.expect("connect as owner")
+    }
+
+    /// A pool of the runtime role.
+    pub async fn app_pool(&self) -> PgPool {
+        PgPoolOptions::new().max_connections(4).connect(&self.app_url).await.expect("connect as runtime role")
+    }
+
+    /// Creates the bootstrap operator credential and returns the token.
+    pub async fn operator_token(&self) -> String {
+        let owner = self.owner_pool().await;
+        let token =
+            keel_gateway::auth::create_bootstrap_credential(&owner).await.expect("credential").expect("new credential");
+        owner.close().await;
+        token
+    }
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until read model `name` has passed `position`; panics after `timeout`.
+pub async fn wait_projected(pool: &PgPool, name: &str, topic: &str, position: i64, timeout: Duration) {
+    let passed = eventually(timeout, || async {
+        matches!(
+            keel_projections::progress::has_passed(pool, name, topic, position).await,
+            Ok(keel_projections::progress::Progress::Passed)
+        )
+    })
+    .await;
+    assert!(passed, "read model {name} did not reach position {position} within {timeout:?}");
+}
