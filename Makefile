@@ -1,7 +1,7 @@
 # Keel developer entry points. The work is done by the scripts in scripts/.
 SHELL := /bin/bash
 
-.PHONY: help up down test status build
+.PHONY: help up down test status build bench
 
 help:
 	@echo "make up      build keel, start Postgres + broker + keel (state in .keel/)"
@@ -9,6 +9,7 @@ help:
 	@echo "make test    fmt, clippy and the tests against throwaway services"
 	@echo "make status  show what is running"
 	@echo "make build   cargo build --release of the keel binary"
+	@echo "make bench   benchmarks (print commands/s, latency, lag, memory, replay rate)"
 
 up:
 	@bash scripts/up.sh
@@ -27,3 +28,7 @@ status:
 
 build:
 	cargo build --release -p keel-gateway --bin keel
+
+bench:
+	@cargo build --release -p keel-gateway --bin keel
+	@KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone' bash scripts/test.sh

@@ -59,6 +59,7 @@ impl CommandContext {
             causation_id: self.command_id.to_string(),
             command_id: self.command_id,
             occurred_at: self.received_at,
+            idempotency_key: Some(self.idempotency_key.clone()),
         }
         .to_map()
     }

@@ -52,7 +52,7 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { topic: "keel.events".into(), batch_size: 2000, idle_poll: Duration::from_millis(20) }
+        Self { topic: "keel.events".into(), batch_size: 2000, idle_poll: Duration::from_millis(5) }
     }
 }
 
@@ -92,6 +92,8 @@ pub struct Relay {
 
 impl Relay {
     /// A relay from `pool` to the Kafka cluster at `brokers`.
+    /// Checkpoints need no synchronous commit (a lost one only means republishing),
+    /// so `pool` may be a [`crate::store::relaxed_pool`].
     pub fn new(pool: PgPool, brokers: String, config: RelayConfig, status: Arc<RelayStatus>) -> Self {
         Self { pool, brokers, config, status, partitions: None }
     }

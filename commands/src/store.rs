@@ -7,6 +7,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream,
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use keel_domain::envelope::keys;
@@ -66,4 +67,19 @@ fn with_event_id(mut event: SerializedEvent) -> SerializedEvent {
         map.insert(keys::EVENT_ID.to_string(), Value::String(Uuid::now_v7().to_string()));
     }
     event
+}
+
+/// A pool on the same database whose commits do not wait for the WAL flush.
+///
+/// For writes that are safe to lose in a database crash because they are derived
+/// or re-done: idempotency records (commands are guarded by their preconditions and
+/// by the idempotency key stamped into event metadata), the relay checkpoint (the
+/// relay republishes, consumers drop repeats) and projector batches (offsets roll
+/// back with the effects, Kafka redelivers). Events themselves always commit durably.
+pub fn relaxed_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options)
 }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use keel_domain::DomainError;
 use keel_domain::ids::TenantId;
 use keel_domain::tenant::{ProvisionTenant, Tenant, TenantCommand, TenantError};
-use keel_domain::tenant_domain::{TenantDomain, TenantDomainCommand};
+use keel_domain::tenant_domain::{TenantDomain, TenantDomainCommand, TenantDomainError};
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::idempotency::{Idempotency, fingerprint};
@@ -61,7 +61,7 @@ impl TenantCommands {
             tenants: bus::framework(&pool),
             domains: bus::framework(&pool),
             loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            idempotency: Idempotency::new(pool.clone()),
+            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 16)),
             pool,
         }
     }
@@ -84,7 +84,17 @@ impl TenantCommands {
                 .map_err(|e| CommandError::domain(&e))?;
                 let meta = ctx.metadata(Some(tenant_id.as_str()));
                 let claim = TenantDomainCommand::Claim { domain: cmd.domain.clone(), tenant_id: tenant_id.clone() };
-                bus::execute(&self.domains, &cmd.domain, claim, meta.clone()).await?;
+                let (tenant_id, cmd, meta) = match bus::execute(&self.domains, &cmd.domain, claim, meta.clone()).await {
+                    Ok(()) => (tenant_id, cmd, meta),
+                    Err(err) if err.code == TenantDomainError::Taken.code() => {
+                        // An earlier attempt of this very request may hold it (its idempotency
+                        // record lost or released): then go on with the tenant id it chose.
+                        let Some(own) = self.own_claim(ctx, &cmd.domain).await? else { return Err(err) };
+                        let cmd = ProvisionTenant { tenant_id: own.clone(), ..cmd };
+                        (own.clone(), cmd, ctx.metadata(Some(own.as_str())))
+                    }
+                    Err(err) => return Err(err),
+                };
                 match bus::execute(&self.tenants, tenant_id.as_str(), TenantCommand::Provision(cmd), meta).await {
                     // Only a takeover of an interrupted first attempt can meet its own tenant.
                     Err(err) if err.code == TenantError::AlreadyProvisioned.code() => {}
@@ -94,6 +104,38 @@ impl TenantCommands {
                 Ok(Provisioned { tenant_id: tenant_id.to_string(), position })
             })
             .await
+    }
+
+    /// The tenant holding `domain`, if an earlier attempt of the request in `ctx` claimed it.
+    async fn own_claim(&self, ctx: &CommandContext, domain: &str) -> Result<Option<TenantId>, CommandError> {
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT payload->>'tenant_id' FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(TenantDomain::TYPE)
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| CommandError::unavailable(&e))?;
+        let mine: Option<String> = sqlx::query_scalar(
+            "SELECT payload->>'tenant_id' FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND event_type = 'tenant_domain.claimed'
+               AND metadata->>'idempotency_key' = $3 AND metadata->>'actor_type' = $4 AND metadata->>'actor_id' = $5
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(TenantDomain::TYPE)
+        .bind(domain)
+        .bind(&ctx.idempotency_key)
+        .bind(ctx.actor.kind.as_str())
+        .bind(&ctx.actor.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| CommandError::unavailable(&e))?;
+        Ok(match (holder, mine) {
+            (Some(holder), Some(mine)) if holder == mine => mine.parse().ok(),
+            _ => None,
+        })
     }
 
     /// Runs a lifecycle command on an existing tenant.
@@ -128,7 +170,7 @@ impl TenantCommands {
         let tenant = self.load(tenant_id).await?;
         let release = TenantDomainCommand::Release { tenant_id: tenant_id.clone() };
         match bus::execute(&self.domains, &tenant.domain, release, meta).await {
-            Err(err) if err.code == keel_domain::tenant_domain::TenantDomainError::NotHeld.code() => Ok(()),
+            Err(err) if err.code == TenantDomainError::NotHeld.code() => Ok(()),
             other => other,
         }
     }

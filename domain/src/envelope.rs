@@ -84,6 +84,8 @@ pub struct EventMetadata {
     pub command_id: Uuid,
     /// When the command was accepted.
     pub occurred_at: DateTime<Utc>,
+    /// The caller's idempotency key (lets a retry recognise its own earlier effect).
+    pub idempotency_key: Option<String>,
 }
 
 /// Metadata keys as stored by postgres-es.
@@ -104,6 +106,8 @@ pub mod keys {
     pub const COMMAND_ID: &str = "command_id";
     /// RFC 3339 time.
     pub const OCCURRED_AT: &str = "occurred_at";
+    /// The caller's idempotency key.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
 }
 
 impl EventMetadata {
@@ -119,6 +123,9 @@ impl EventMetadata {
         ]);
         if let Some(tenant) = &self.tenant_id {
             map.insert(keys::TENANT_ID.to_string(), tenant.clone());
+        }
+        if let Some(key) = &self.idempotency_key {
+            map.insert(keys::IDEMPOTENCY_KEY.to_string(), key.clone());
         }
         map
     }

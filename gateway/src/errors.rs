@@ -147,6 +147,11 @@ pub fn denied_status(denied: Denied) -> tonic::Status {
     }
 }
 
+/// INVALID_ARGUMENT with a stable `code`.
+pub fn invalid_argument(code: &str, message: &str) -> tonic::Status {
+    with_code(tonic::Status::invalid_argument(message), code)
+}
+
 fn with_code(mut status: tonic::Status, code: &str) -> tonic::Status {
     if let Ok(value) = code.parse() {
         status.metadata_mut().insert("x-keel-error-code", value);

@@ -9,11 +9,11 @@ use keel_commands::bus::CommandContext;
 use keel_commands::tenants::{ProvisionRequest, TenantCommands};
 use keel_domain::access::{Action, Principal, Target, authorize};
 use keel_domain::ids::TenantId;
-use keel_domain::plan::Plan;
+use keel_domain::plan::{Plan, UnknownPlan};
 use keel_domain::tenant::TenantCommand;
 
 use crate::auth::Authenticator;
-use crate::errors::{auth_status, denied_status, status};
+use crate::errors::{auth_status, denied_status, invalid_argument, status};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{
     ChangePlanRequest, CommandResponse, ProvisionTenantRequest, ProvisionTenantResponse, ReactivateTenantRequest,
@@ -45,7 +45,7 @@ pub fn correlation_id(metadata: &tonic::metadata::MetadataMap) -> String {
 
 /// Parses a tenant id argument.
 fn tenant_id(raw: &str) -> Result<TenantId, Status> {
-    raw.trim().parse().map_err(|_| Status::invalid_argument("tenant_id is not a tenant id (tnt_…)"))
+    raw.trim().parse().map_err(|_| invalid_argument("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))
 }
 
 impl TenantApi {
@@ -82,7 +82,15 @@ impl TenantApi {
                 Ok(_) => tracing::info!("command accepted"),
                 Err(s) => tracing::info!(code = ?s.code(), "command refused"),
             }
-            let mut response = Response::new(result?);
+            let mut response = match result {
+                Ok(body) => Response::new(body),
+                Err(mut status) => {
+                    if let Ok(value) = correlation.parse() {
+                        status.metadata_mut().insert("x-correlation-id", value);
+                    }
+                    return Err(status);
+                }
+            };
             if let Ok(value) = correlation.parse() {
                 response.metadata_mut().insert("x-correlation-id", value);
             }
@@ -144,7 +152,7 @@ impl TenantService for TenantApi {
     ) -> Result<Response<CommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         if req.reason.chars().count() > 500 {
-            return Err(Status::invalid_argument("reason must be 500 characters at most"));
+            return Err(invalid_argument("invalid_reason", "reason must be 500 characters at most"));
         }
         let command = TenantCommand::Suspend { reason: req.reason };
         self.lifecycle("SuspendTenant", &metadata, Action::SuspendTenant, &req.tenant_id, &req.idempotency_key, command)
@@ -170,8 +178,7 @@ impl TenantService for TenantApi {
 
     async fn change_plan(&self, request: Request<ChangePlanRequest>) -> Result<Response<CommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let plan: Plan =
-            req.plan.parse().map_err(|e: keel_domain::plan::UnknownPlan| Status::invalid_argument(e.to_string()))?;
+        let plan: Plan = req.plan.parse().map_err(|e: UnknownPlan| invalid_argument("invalid_plan", &e.to_string()))?;
         let command = TenantCommand::ChangePlan { plan };
         self.lifecycle("ChangePlan", &metadata, Action::ChangePlan, &req.tenant_id, &req.idempotency_key, command).await
     }

@@ -121,13 +121,15 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     let pool = connect(&settings).await?;
+    // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
+    let relaxed = keel_commands::store::relaxed_pool(&pool, 8);
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     let relay_status = Arc::new(RelayStatus::default());
     if workers.relay {
         let config = RelayConfig { topic: settings.events_topic.clone(), ..RelayConfig::default() };
-        let relay = Relay::new(pool.clone(), settings.kafka_brokers.clone(), config, relay_status.clone())
+        let relay = Relay::new(relaxed.clone(), settings.kafka_brokers.clone(), config, relay_status.clone())
             .creating_topic(settings.partitions);
         tasks.push(tokio::spawn(relay.run(rx.clone())));
     }
@@ -140,7 +142,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         };
         let projector = Projector::new(
             Arc::new(TenantRegistry),
-            pool.clone(),
+            relaxed.clone(),
             consumer,
             settings.events_topic.clone(),
             registry.clone(),

@@ -41,10 +41,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}._parked TO {runtime_role};
 GRANT USAGE ON SEQUENCE {schema}._parked_id_seq TO {runtime_role};
 
 ALTER TABLE {schema}._applied ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON {schema}._applied
-    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform')
+CREATE POLICY tenant_reads ON {schema}._applied FOR SELECT
+    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform');
+CREATE POLICY platform_writes ON {schema}._applied FOR ALL
+    USING (current_setting('keel.scope', true) = 'platform')
     WITH CHECK (current_setting('keel.scope', true) = 'platform');
 ALTER TABLE {schema}._parked ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON {schema}._parked
-    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform')
+CREATE POLICY tenant_reads ON {schema}._parked FOR SELECT
+    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform');
+CREATE POLICY platform_writes ON {schema}._parked FOR ALL
+    USING (current_setting('keel.scope', true) = 'platform')
     WITH CHECK (current_setting('keel.scope', true) = 'platform');

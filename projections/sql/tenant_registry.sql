@@ -17,7 +17,10 @@ CREATE INDEX ON {schema}.tenants (plan, tenant_id);
 CREATE INDEX ON {schema}.tenants (purge_after) WHERE status = 'pending_deletion';
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.tenants TO {runtime_role};
 
+-- A tenant scope reads its own row; only the platform scope (projectors) writes.
 ALTER TABLE {schema}.tenants ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON {schema}.tenants
-    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform')
+CREATE POLICY tenant_reads ON {schema}.tenants FOR SELECT
+    USING (tenant_id = current_setting('keel.tenant_id', true) OR current_setting('keel.scope', true) = 'platform');
+CREATE POLICY platform_writes ON {schema}.tenants FOR ALL
+    USING (current_setting('keel.scope', true) = 'platform')
     WITH CHECK (current_setting('keel.scope', true) = 'platform');

@@ -23,7 +23,7 @@ impl ConsumerSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (self.session_timeout_ms / 3).max(100).to_string())
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", "5")
             .set("socket.timeout.ms", "10000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false");

@@ -17,7 +17,7 @@ use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 2000;
 /// How long a batch waits for more messages once it has one.
-const LINGER: Duration = Duration::from_millis(3);
+const LINGER: Duration = Duration::from_millis(1);
 
 /// What a projector reports about itself.
 #[derive(Debug, Default)]
@@ -51,9 +51,9 @@ impl<R: ReadModel> Projector<R> {
         Self { model, pool, settings, topic, status }
     }
 
-    /// The consumer group of read model `name`.
-    pub fn group(name: &str) -> String {
-        format!("keel-projector.{name}")
+    /// The consumer group of read model `name` on `topic`, e.g. `keel.events.projector.tenant_registry`.
+    pub fn group(topic: &str, name: &str) -> String {
+        format!("{topic}.projector.{name}")
     }
 
     /// Runs until `shutdown` fires, reconnecting on errors.
@@ -74,7 +74,7 @@ impl<R: ReadModel> Projector<R> {
         &self,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), rdkafka::error::KafkaError> {
-        let consumer: StreamConsumer = self.settings.config(&Self::group(self.model.name())).create()?;
+        let consumer: StreamConsumer = self.settings.config(&Self::group(&self.topic, self.model.name())).create()?;
         consumer.subscribe(&[&self.topic])?;
         self.status.running.store(true, Ordering::Relaxed);
         loop {

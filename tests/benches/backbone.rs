@@ -1,1 +1,305 @@
-fn main() {}
+//! The backbone benchmark: commands per second and latency, command-to-read-model
+//! lag at a fixed load, the keel process's peak memory, and replay throughput.
+//!
+//! Run with `make bench`. Keel runs as its own process (the release binary) on a
+//! fresh database and topic of the `make test` services, with Postgres switched to
+//! durable commits (fsync and synchronous_commit on) for the run.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_gateway::proto::tenant_service_client::TenantServiceClient;
+use keel_gateway::proto::{ProvisionTenantRequest, ReactivateTenantRequest, SuspendTenantRequest};
+use keel_projections::kafka::ConsumerSettings;
+use keel_projections::tenant_registry::TenantRegistry;
+use keel_tests::{RUNTIME_ROLE, TestEnv, eventually};
+use tonic::transport::Channel;
+
+const TENANTS: usize = 1000;
+/// Concurrent clients (`KEEL_BENCH_CLIENTS`, default 64).
+fn concurrency() -> usize {
+    std::env::var("KEEL_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+/// Seconds of the throughput phase (`KEEL_BENCH_SECONDS`, default 10).
+fn throughput_seconds() -> u64 {
+    std::env::var("KEEL_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+}
+/// Commands per second of the lag phase (`KEEL_BENCH_LAG_RATE`, default 1,000).
+fn lag_rate() -> u64 {
+    std::env::var("KEEL_BENCH_LAG_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+}
+const LAG_SECONDS: u64 = 10;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Keel(Child);
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Alternates suspend and reactivate on one tenant; returns the command's latency and position.
+async fn toggle(
+    client: &mut TenantServiceClient<Channel>,
+    token: &str,
+    tenant: &str,
+    suspend: bool,
+) -> (Duration, i64) {
+    let started = Instant::now();
+    let key = uuid::Uuid::new_v4().to_string();
+    let position = if suspend {
+        let request = SuspendTenantRequest { tenant_id: tenant.into(), reason: "bench".into(), idempotency_key: key };
+        client.suspend_tenant(authed(request, token)).await.expect("suspend").into_inner().position
+    } else {
+        let request = ReactivateTenantRequest { tenant_id: tenant.into(), idempotency_key: key };
+        client.reactivate_tenant(authed(request, token)).await.expect("reactivate").into_inner().position
+    };
+    (started.elapsed(), position)
+}
+
+#[tokio::main]
+async fn main() {
+    let env = TestEnv::with_partitions(12).await;
+    let owner = env.owner_pool().await;
+    for setting in
+        ["ALTER SYSTEM SET fsync = on", "ALTER SYSTEM SET synchronous_commit = on", "SELECT pg_reload_conf()"]
+    {
+        sqlx::query(setting).execute(&owner).await.expect("durable commits");
+    }
+    let token = env.operator_token().await;
+    let (rest_port, grpc_port) = (free_port(), free_port());
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/keel");
+    let child = Command::new(&binary)
+        .arg("serve")
+        .env("KEEL_DATABASE_URL", &env.app_url)
+        .env("KEEL_KAFKA_BROKERS", &env.brokers)
+        .env("KEEL_EVENTS_TOPIC", &env.topic)
+        .env("KEEL_REST_ADDR", format!("127.0.0.1:{rest_port}"))
+        .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
+        .env("KEEL_DB_POOL_SIZE", std::env::var("KEEL_BENCH_POOL").unwrap_or_else(|_| "16".into()))
+        .env("KEEL_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("run {} (build it with `cargo build --release -p keel-gateway`): {e}", binary.display())
+        });
+    let keel = Keel(child);
+    let pid = keel.0.id();
+    let http = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(60), || async {
+        http.get(format!("http://127.0.0.1:{rest_port}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(ready, "keel became ready");
+    let channel =
+        Channel::from_shared(format!("http://127.0.0.1:{grpc_port}")).expect("uri").connect().await.expect("connect");
+    let token = Arc::new(token);
+    let clients = concurrency();
+
+    // Setup: 1,000 tenants.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let (mut client, token) = (TenantServiceClient::new(channel.clone()), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for t in (w..TENANTS).step_by(clients) {
+                let request = ProvisionTenantRequest {
+                    name: format!("Bench {t}"),
+                    domain: format!("bench-{t}"),
+                    plan: "pro".into(),
+                    owner_email: format!("owner@bench-{t}.example.com"),
+                    idempotency_key: format!("bench-{t}"),
+                };
+                ids.push(
+                    client.provision_tenant(authed(request, &token)).await.expect("provision").into_inner().tenant_id,
+                );
+            }
+            ids
+        }));
+    }
+    let mut shards: Vec<Vec<String>> = Vec::new();
+    for task in tasks {
+        shards.push(task.await.expect("setup"));
+    }
+    println!("setup: {TENANTS} tenants provisioned in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Throughput: 64 closed-loop clients, each toggling its own tenants.
+    let deadline = Instant::now() + Duration::from_secs(throughput_seconds());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for shard in shards.clone() {
+        let (mut client, token) = (TenantServiceClient::new(channel.clone()), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut suspended: HashMap<String, bool> = HashMap::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let tenant = &shard[i % shard.len()];
+                let state = suspended.entry(tenant.clone()).or_insert(false);
+                let (latency, _) = toggle(&mut client, &token, tenant, !*state).await;
+                *state = !*state;
+                latencies.push(latency);
+                i += 1;
+            }
+            (latencies, suspended)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut states: HashMap<String, bool> = HashMap::new();
+    for task in tasks {
+        let (l, s) = task.await.expect("load");
+        latencies.extend(l);
+        states.extend(s);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    println!(
+        "commands: {} in {:.1} s = {:.0} commands/s across {TENANTS} tenants ({clients} concurrent clients); latency p50 {} p99 {}",
+        latencies.len(),
+        elapsed,
+        latencies.len() as f64 / elapsed,
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+    );
+
+    // Lag: a fixed 1,000 commands/s; when does each show in the read model?
+    let app = env.app_pool().await;
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut pending: Vec<(String, i64, Instant)> = Vec::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64, Instant)>();
+    let all: Vec<String> = shards.concat();
+    let rate = lag_rate();
+    let sender = {
+        let (channel, token) = (channel.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            let total = (rate * LAG_SECONDS) as usize;
+            let mut inflight = Vec::new();
+            for i in 0..total {
+                interval.tick().await;
+                // Each tenant is touched once every second at most, so commands on it never overlap.
+                let tenant = all[i % all.len()].clone();
+                let suspend = !states.get(&tenant).copied().unwrap_or(false) ^ ((i / all.len()) % 2 == 1);
+                let (mut client, token, tx) = (TenantServiceClient::new(channel.clone()), token.clone(), tx.clone());
+                inflight.push(tokio::spawn(async move {
+                    let (_, position) = toggle(&mut client, &token, &tenant, suspend).await;
+                    let _ = tx.send((tenant, position, Instant::now()));
+                }));
+            }
+            for task in inflight {
+                let _ = task.await;
+            }
+        })
+    };
+
+    let mut lags = Vec::new();
+    let mut sender_done = false;
+    let mut sender = Some(sender);
+    loop {
+        while let Ok(item) = rx.try_recv() {
+            pending.push(item);
+        }
+        if !pending.is_empty() {
+            let min = pending.iter().map(|p| p.1).min().unwrap_or(0);
+            let rows: Vec<(String, i64)> = {
+                let mut tx = app.begin().await.expect("begin");
+                sqlx::query("SELECT set_config('keel.scope', 'platform', true)")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("scope");
+                let rows =
+                    sqlx::query_as("SELECT tenant_id, version FROM rm_tenant_registry.tenants WHERE version >= $1")
+                        .bind(min)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .expect("poll");
+                tx.commit().await.expect("commit");
+                rows
+            };
+            let now = Instant::now();
+            seen.extend(rows);
+            pending.retain(|(tenant, position, done)| {
+                let visible = seen.get(tenant).is_some_and(|v| v >= position);
+                if visible {
+                    lags.push(now.duration_since(*done));
+                }
+                !visible
+            });
+        }
+        if !sender_done && sender.as_ref().is_some_and(|s| s.is_finished()) {
+            sender.take().expect("sender").await.expect("sender");
+            sender_done = true;
+        }
+        if sender_done && pending.is_empty() && rx.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    lags.sort();
+    println!(
+        "read-model lag at {rate} commands/s for {LAG_SECONDS} s ({} commands, measured by polling every 2 ms): p50 {} p99 {} max {}",
+        lags.len(),
+        ms(percentile(&lags, 0.50)),
+        ms(percentile(&lags, 0.99)),
+        ms(lags.last().copied().unwrap_or_default()),
+    );
+    println!("keel process peak memory (VmHWM): {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    drop(keel);
+
+    // Replay: rebuild the registry from offset 0 (same code as `keel replay`).
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.expect("count");
+    let settings = ConsumerSettings { brokers: env.brokers.clone(), session_timeout_ms: 3000 };
+    let report = keel_projections::replay::replay(
+        &TenantRegistry,
+        &owner,
+        &settings,
+        &env.topic,
+        RUNTIME_ROLE,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("replay");
+    println!(
+        "replay: {} events ({events} in the store) in {:.2} s = {:.0} events/s",
+        report.messages,
+        report.elapsed.as_secs_f64(),
+        report.rate()
+    );
+}

@@ -268,3 +268,29 @@ async fn the_lifecycle_runs_end_to_end_and_every_step_is_readable_at_its_positio
     wait_projected(&keel.pool, "tenant_registry", &env.topic, p, Duration::from_secs(5)).await;
     keel.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_whose_idempotency_record_was_lost_finds_its_own_tenant() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let token = env.operator_token().await;
+    let mut client = tenant_client(keel.grpc_addr).await;
+    let request = provision_request(&domain("lost"));
+    let first = client.provision_tenant(authed(request.clone(), &token)).await.expect("first").into_inner();
+    // As after a crash that lost the (asynchronously committed) idempotency record.
+    let owner = env.owner_pool().await;
+    sqlx::query("DELETE FROM command_idempotency").execute(&owner).await.expect("forget");
+    let retry = client.provision_tenant(authed(request.clone(), &token)).await.expect("retry").into_inner();
+    assert_eq!(retry.tenant_id, first.tenant_id, "the retry recognises the tenant its first attempt created");
+    // Someone else's request for the same domain is still refused.
+    let mut other = request;
+    other.idempotency_key = "another-request".into();
+    let taken = client.provision_tenant(authed(other, &token)).await.expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'tenant.provisioned'")
+        .fetch_one(&owner)
+        .await
+        .expect("count");
+    assert_eq!(tenants, 1);
+    keel.stop().await;
+}
