@@ -145,7 +145,14 @@ fn is_transient(err: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
     matches!(
         err.rdkafka_error_code(),
-        Some(AllBrokersDown | BrokerTransportFailure | NetworkException | RequestTimedOut | OperationTimedOut)
+        Some(
+            AllBrokersDown
+                | BrokerTransportFailure
+                | NetworkException
+                | RequestTimedOut
+                | OperationTimedOut
+                | UnknownTopicOrPartition
+        )
     )
 }
 
