@@ -32,6 +32,18 @@ pub struct Idempotency {
     pool: PgPool,
 }
 
+/// How long a key is remembered: a retry later than this is a new request.
+pub const RETENTION_HOURS: i32 = 24;
+
+/// Forgets keys older than [`RETENTION_HOURS`]; returns how many.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let purged = sqlx::query("DELETE FROM command_idempotency WHERE created_at < now() - make_interval(hours => $1)")
+        .bind(RETENTION_HOURS)
+        .execute(pool)
+        .await?;
+    Ok(purged.rows_affected())
+}
+
 /// The fingerprint of a request: SHA-256 over its parts.
 pub fn fingerprint(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();

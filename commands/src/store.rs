@@ -80,6 +80,7 @@ pub fn relaxed_pool(pool: &PgPool, max_connections: u32) -> PgPool {
     let options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_lazy_with(options)
 }

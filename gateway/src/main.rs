@@ -44,6 +44,9 @@ enum Command {
         /// Where to write the token (mode 600).
         #[arg(long)]
         out: PathBuf,
+        /// Do not print the token (only write it), e.g. where stdout ends up in logs.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Rebuild a read model from Kafka offset 0 and swap it in atomically.
     Replay {
@@ -162,13 +165,15 @@ async fn run(command: Command) -> Result<(), String> {
             println!("schema is current");
             Ok(())
         }
-        Command::BootstrapToken { owner, out } => {
+        Command::BootstrapToken { owner, out, quiet } => {
             let pool = owner_pool(&owner).await?;
             match keel_gateway::auth::create_bootstrap_credential(&pool).await.map_err(|e| e.to_string())? {
                 Some(token) => {
                     write_secret(&out, &token).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-                    println!("{token}");
-                    eprintln!("bootstrap operator credential created and written to {} (shown once)", out.display());
+                    if !quiet {
+                        println!("{token}");
+                    }
+                    eprintln!("bootstrap operator credential created and written to {}", out.display());
                 }
                 None => eprintln!("a bootstrap operator credential exists already (see {})", out.display()),
             }

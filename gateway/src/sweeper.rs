@@ -1,4 +1,5 @@
-//! The purge sweeper: purges tenants whose 30-day deletion grace period has ended.
+//! The purge sweeper: purges tenants whose 30-day deletion grace period has ended,
+//! and forgets idempotency keys past their retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub async fn run(
         }
         if let Err(err) = sweep(&pool, &commands).await {
             tracing::warn!(error = %err, "purge sweep failed");
+        }
+        if let Err(err) = keel_commands::idempotency::purge_expired(&pool).await {
+            tracing::warn!(error = %err, "idempotency cleanup failed");
         }
     }
 }
