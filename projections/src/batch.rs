@@ -1,6 +1,6 @@
 //! Applying a batch of Kafka messages to a read model, exactly once in effect.
 //!
-//! In one transaction: lock the partitions' stored offsets, drop messages below
+//! In one transaction: lock the partitions' stored offsets (creating them), drop messages below
 //! them (already applied), drop events at or below their tenant's high-water mark
 //! (republished repeats), park poison events and everything after them for the
 //! same tenant, apply the rest, then advance high-water marks and offsets.
@@ -62,8 +62,14 @@ pub async fn apply_batch<R: ReadModel>(
     sqlx::query("SELECT set_config('keel.scope', 'platform', true)").execute(&mut *tx).await?;
 
     let partitions: Vec<i32> = messages.iter().map(|m| m.partition).collect::<HashSet<_>>().into_iter().collect();
+    // Creates, locks and reads the partitions' offset rows in one statement: a second
+    // group member working on the same partition (during a rebalance) waits here and
+    // then sees this batch's offsets, so it skips what this batch applied.
     let stored: HashMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(&format!(
-        "SELECT partition, next_offset FROM {schema}._offsets WHERE topic = $1 AND partition = ANY($2) FOR UPDATE"
+        "INSERT INTO {schema}._offsets AS o (topic, partition, next_offset)
+         SELECT $1, p, 0 FROM UNNEST($2::int[]) AS p
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = o.next_offset
+         RETURNING partition, next_offset"
     ))
     .bind(topic)
     .bind(&partitions)

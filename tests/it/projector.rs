@@ -142,3 +142,37 @@ async fn events_the_relay_publishes_again_are_not_applied_twice() {
     assert_eq!(snapshot(&owner).await, before, "the read model did not change");
     again.stop().await;
 }
+
+#[tokio::test]
+async fn two_instances_share_the_work_and_apply_each_event_exactly_once() {
+    let env = TestEnv::new().await;
+    let workers = Workers { relay: true, projectors: true, sweeper: false };
+    let a = env.start_with(env.settings(), workers).await;
+    let b = env.start_with(env.settings(), workers).await;
+    let last = workload(&a.tenants, "pair", 30, 6).await;
+    let pool = env.app_pool().await;
+    wait_projected(&pool, "tenant_registry", &env.topic, last, Duration::from_secs(60)).await;
+
+    let leaders = [&a, &b].iter().filter(|k| k.relay.leader.load(std::sync::atomic::Ordering::Relaxed)).count();
+    assert_eq!(leaders, 1, "one relay leads, the other stands by");
+    let owner = env.owner_pool().await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.expect("count");
+    let applied = |k: &keel_gateway::server::Running| k.registry.applied.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(applied(&a) + applied(&b), events as u64, "every event applied once, by one of the two");
+
+    let live = snapshot(&owner).await;
+    let settings = ConsumerSettings { brokers: env.brokers.clone(), session_timeout_ms: 3000 };
+    keel_projections::replay::replay(
+        &TenantRegistry,
+        &owner,
+        &settings,
+        &env.topic,
+        RUNTIME_ROLE,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("replay");
+    assert_eq!(snapshot(&owner).await, live);
+    a.stop().await;
+    b.stop().await;
+}
