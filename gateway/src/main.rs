@@ -130,8 +130,25 @@ async fn owner_pool(owner: &Owner) -> Result<PgPool, String> {
         .map_err(|e| format!("cannot connect as the migration role: {e}"))
 }
 
-fn unknown_read_model(name: &str) -> String {
-    format!("unknown read model {name:?}; known: {}", keel_projections::tenant_registry::NAME)
+/// Every read model of this build, by name.
+const READ_MODELS: &[&str] = &[keel_projections::tenant_registry::NAME];
+
+/// Runs `$body` with `$model` bound to the read model named `$name` (one arm per read model).
+macro_rules! with_read_model {
+    ($name:expr, |$model:ident| $body:expr) => {
+        match $name {
+            keel_projections::tenant_registry::NAME => {
+                let $model = &TenantRegistry;
+                $body
+            }
+            other => Err(format!("unknown read model {other:?}; known: {}", READ_MODELS.join(", "))),
+        }
+    };
+}
+
+/// Refuses a read model name this build does not know.
+fn known(name: &str) -> Result<(), String> {
+    with_read_model!(name, |_model| Ok(()))
 }
 
 async fn run(command: Command) -> Result<(), String> {
@@ -156,11 +173,15 @@ async fn run(command: Command) -> Result<(), String> {
             for name in &applied {
                 println!("applied {name}");
             }
-            if keel_projections::read_model::ensure_schema(&pool, &TenantRegistry, &owner.runtime_role)
-                .await
-                .map_err(|e| format!("read model schema: {e}"))?
-            {
-                println!("created read model {}", keel_projections::tenant_registry::NAME);
+            for name in READ_MODELS {
+                let created = with_read_model!(*name, |model| {
+                    keel_projections::read_model::ensure_schema(&pool, model, &owner.runtime_role)
+                        .await
+                        .map_err(|e| format!("read model {name}: {e}"))
+                })?;
+                if created {
+                    println!("created read model {name}");
+                }
             }
             println!("schema is current");
             Ok(())
@@ -180,25 +201,18 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Replay { read_model, owner, kafka_brokers, events_topic } => {
-            if read_model != keel_projections::tenant_registry::NAME {
-                return Err(unknown_read_model(&read_model));
-            }
+            known(&read_model)?;
             let pool = owner_pool(&owner).await?;
             let settings = ConsumerSettings { brokers: kafka_brokers, session_timeout_ms: 6000 };
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let report = keel_projections::replay::replay(
-                &TenantRegistry,
-                &pool,
-                &settings,
-                &events_topic,
-                &owner.runtime_role,
-                &bar,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let report = with_read_model!(read_model.as_str(), |model| {
+                keel_projections::replay::replay(model, &pool, &settings, &events_topic, &owner.runtime_role, &bar)
+                    .await
+                    .map_err(|e| e.to_string())
+            })?;
             println!(
                 "replayed {read_model}: {} events in {:.2}s ({:.0} events/s); swapped in",
                 report.messages,
@@ -209,9 +223,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Dlq { command } => match command {
             Dlq::List { read_model, tenant, owner } => {
-                if read_model != keel_projections::tenant_registry::NAME {
-                    return Err(unknown_read_model(&read_model));
-                }
+                known(&read_model)?;
                 let pool = owner_pool(&owner).await?;
                 let parked = keel_projections::dead_letters::list(&pool, &read_model, tenant.as_deref())
                     .await
@@ -220,9 +232,7 @@ async fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Dlq::Discard { read_model, id, owner } => {
-                if read_model != keel_projections::tenant_registry::NAME {
-                    return Err(unknown_read_model(&read_model));
-                }
+                known(&read_model)?;
                 let pool = owner_pool(&owner).await?;
                 match keel_projections::dead_letters::discard(&pool, &read_model, id)
                     .await
@@ -234,13 +244,11 @@ async fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Dlq::Retry { read_model, tenant, owner } => {
-                if read_model != keel_projections::tenant_registry::NAME {
-                    return Err(unknown_read_model(&read_model));
-                }
+                known(&read_model)?;
                 let pool = owner_pool(&owner).await?;
-                let outcome = keel_projections::dead_letters::retry(&pool, &TenantRegistry, &tenant)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let outcome = with_read_model!(read_model.as_str(), |model| {
+                    keel_projections::dead_letters::retry(&pool, model, &tenant).await.map_err(|e| e.to_string())
+                })?;
                 println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
                 Ok(())
             }

@@ -10,7 +10,6 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use keel_commands::relay::{Relay, RelayConfig, RelayStatus};
@@ -177,6 +176,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
 
     let grpc_listener = TcpListener::bind(settings.grpc_addr).await?;
     let grpc_addr = grpc_listener.local_addr()?;
+    // Small request/response messages: never wait for Nagle.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TenantServiceServer<TenantApi>>().await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
@@ -207,7 +208,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
         if let Err(err) = serve.await {
