@@ -175,8 +175,3 @@ impl TenantCommands {
         }
     }
 }
-
-/// Every aggregate type's name, for tooling that reads the event store.
-pub fn aggregate_types() -> [&'static str; 2] {
-    [Tenant::TYPE, TenantDomain::TYPE]
-}

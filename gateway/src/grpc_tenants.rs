@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -66,7 +67,7 @@ impl TenantApi {
     {
         let correlation = correlation_id(metadata);
         let span = tracing::info_span!("command", rpc, correlation_id = %correlation);
-        async {
+        let result = async {
             let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
             let principal = self.auth.authenticate(header).await.map_err(|e| {
                 tracing::info!(error = %e, "unauthenticated command");
@@ -82,22 +83,27 @@ impl TenantApi {
                 Ok(_) => tracing::info!("command accepted"),
                 Err(s) => tracing::info!(code = ?s.code(), "command refused"),
             }
-            let mut response = match result {
-                Ok(body) => Response::new(body),
-                Err(mut status) => {
-                    if let Ok(value) = correlation.parse() {
-                        status.metadata_mut().insert("x-correlation-id", value);
-                    }
-                    return Err(status);
-                }
-            };
-            if let Ok(value) = correlation.parse() {
-                response.metadata_mut().insert("x-correlation-id", value);
-            }
-            Ok(response)
+            result
         }
         .instrument(span)
-        .await
+        .await;
+        // Every answer, refusals included, names the correlation id.
+        let value = correlation.parse().ok();
+        match result {
+            Ok(body) => {
+                let mut response = Response::new(body);
+                if let Some(value) = value {
+                    response.metadata_mut().insert("x-correlation-id", value);
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                if let Some(value) = value {
+                    status.metadata_mut().insert("x-correlation-id", value);
+                }
+                Err(status)
+            }
+        }
     }
 
     async fn lifecycle(
@@ -107,11 +113,12 @@ impl TenantApi {
         action: Action,
         raw_tenant_id: &str,
         idempotency_key: &str,
-        command: TenantCommand,
+        command: impl FnOnce(DateTime<Utc>) -> TenantCommand,
     ) -> Result<Response<CommandResponse>, Status> {
         let id = tenant_id(raw_tenant_id)?;
         let target = id.clone();
         self.run(rpc, metadata, action, Some(&target), idempotency_key, |ctx, _| async move {
+            let command = command(ctx.received_at);
             let done = self.commands.execute(&ctx, &id, command).await.map_err(|e| status(&e))?;
             Ok(CommandResponse { position: done.position })
         })
@@ -154,7 +161,7 @@ impl TenantService for TenantApi {
         if req.reason.chars().count() > 500 {
             return Err(invalid_argument("invalid_reason", "reason must be 500 characters at most"));
         }
-        let command = TenantCommand::Suspend { reason: req.reason };
+        let command = |_| TenantCommand::Suspend { reason: req.reason };
         self.lifecycle("SuspendTenant", &metadata, Action::SuspendTenant, &req.tenant_id, &req.idempotency_key, command)
             .await
     }
@@ -164,7 +171,7 @@ impl TenantService for TenantApi {
         request: Request<ReactivateTenantRequest>,
     ) -> Result<Response<CommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let command = TenantCommand::Reactivate;
+        let command = |_| TenantCommand::Reactivate;
         self.lifecycle(
             "ReactivateTenant",
             &metadata,
@@ -179,7 +186,7 @@ impl TenantService for TenantApi {
     async fn change_plan(&self, request: Request<ChangePlanRequest>) -> Result<Response<CommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let plan: Plan = req.plan.parse().map_err(|e: UnknownPlan| invalid_argument("invalid_plan", &e.to_string()))?;
-        let command = TenantCommand::ChangePlan { plan };
+        let command = move |_| TenantCommand::ChangePlan { plan };
         self.lifecycle("ChangePlan", &metadata, Action::ChangePlan, &req.tenant_id, &req.idempotency_key, command).await
     }
 
@@ -188,7 +195,7 @@ impl TenantService for TenantApi {
         request: Request<RequestTenantDeletionRequest>,
     ) -> Result<Response<RequestTenantDeletionResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let command = TenantCommand::RequestDeletion { at: chrono::Utc::now() };
+        let command = |at| TenantCommand::RequestDeletion { at };
         let response = self
             .lifecycle(
                 "RequestTenantDeletion",
@@ -208,7 +215,7 @@ impl TenantService for TenantApi {
         request: Request<RestoreTenantRequest>,
     ) -> Result<Response<CommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let command = TenantCommand::Restore { at: chrono::Utc::now() };
+        let command = |at| TenantCommand::Restore { at };
         self.lifecycle("RestoreTenant", &metadata, Action::RestoreTenant, &req.tenant_id, &req.idempotency_key, command)
             .await
     }

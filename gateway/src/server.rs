@@ -56,6 +56,9 @@ pub enum StartError {
     /// gRPC reflection could not be set up.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The database has not been migrated (a read model's schema is missing).
+    #[error("read model {0} has no schema yet: run `keel migrate` first")]
+    NotMigrated(&'static str),
 }
 
 /// A running Keel.
@@ -123,6 +126,14 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     let pool = connect(&settings).await?;
+    let registry_schema = keel_projections::read_model::live_schema(keel_projections::tenant_registry::NAME);
+    let migrated: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&registry_schema)
+        .fetch_one(&pool)
+        .await?;
+    if !migrated {
+        return Err(StartError::NotMigrated(keel_projections::tenant_registry::NAME));
+    }
     // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
     let relaxed = keel_commands::store::relaxed_pool(&pool, 8);
     let (shutdown, rx) = watch::channel(false);

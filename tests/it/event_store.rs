@@ -155,3 +155,28 @@ async fn eight_concurrent_writers_and_ten_thousand_events_reach_kafka_once_in_te
     assert_eq!(statuses, vec![("suspended".to_string(), (WRITERS * TENANTS_PER_WRITER) as i64)]);
     keel.stop().await;
 }
+
+#[tokio::test]
+async fn processes_with_their_own_aggregate_caches_never_decide_on_stale_state() {
+    let env = TestEnv::new().await;
+    let pool = env.app_pool().await;
+    let (a, b) = (TenantCommands::new(pool.clone()), TenantCommands::new(pool.clone()));
+    let id = provision(&a, "coherent").await;
+    let suspend = || TenantCommand::Suspend { reason: "x".into() };
+    a.execute(&ctx(), &id, suspend()).await.expect("a suspends (a caches: suspended)");
+    b.execute(&ctx(), &id, TenantCommand::Reactivate).await.expect("b reactivates (b caches: active)");
+    // a's cache is stale (suspended): its refusal would be wrong; the true state is active.
+    a.execute(&ctx(), &id, suspend()).await.expect("a suspends again, decided on fresh state");
+    // b's cache is stale (active): a commit from it conflicts and is retried on fresh state.
+    b.execute(&ctx(), &id, TenantCommand::Reactivate).await.expect("b reactivates, decided on fresh state");
+    // A true refusal stays a refusal.
+    let refused = b.execute(&ctx(), &id, TenantCommand::Reactivate).await.expect_err("already active");
+    assert_eq!(refused.code, "tenant_not_suspended");
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(id.as_str())
+            .fetch_all(&pool)
+            .await
+            .expect("events");
+    assert_eq!(sequences, vec![1, 2, 3, 4, 5], "provisioned, then four lifecycle events, no gaps or repeats");
+}

@@ -196,6 +196,7 @@ async fn every_command_needs_a_valid_credential() {
     let missing =
         client.provision_tenant(tonic::Request::new(provision_request(&domain("anon")))).await.expect_err("anonymous");
     assert_eq!(missing.code(), Code::Unauthenticated);
+    assert!(missing.metadata().get("x-correlation-id").is_some(), "refusals name their correlation id too");
     let forged = client
         .provision_tenant(authed(provision_request(&domain("forged")), "keel_op_forged"))
         .await

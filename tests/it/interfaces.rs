@@ -110,3 +110,13 @@ async fn a_browser_can_send_commands_over_grpc_web() {
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
     keel.stop().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_an_unmigrated_database() {
+    let env = TestEnv::new().await;
+    let owner = env.owner_pool().await;
+    sqlx::raw_sql("DROP SCHEMA rm_tenant_registry CASCADE").execute(&owner).await.expect("drop");
+    let started = keel_gateway::server::start(env.settings(), keel_gateway::server::Workers::ALL).await;
+    let Err(err) = started else { panic!("started without its read model schema") };
+    assert!(err.to_string().contains("keel migrate"), "{err}");
+}
