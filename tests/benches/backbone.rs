@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_gateway::proto::{ProvisionTenantRequest, ReactivateTenantRequest, SuspendTenantRequest};
-use keel_projections::kafka::ConsumerSettings;
-use keel_projections::tenant_registry::TenantRegistry;
-use keel_tests::{RUNTIME_ROLE, TestEnv, eventually};
+use keel_tests::{TestEnv, eventually};
 use tonic::transport::Channel;
 
 const TENANTS: usize = 1000;
@@ -285,17 +283,7 @@ async fn main() {
 
     // Replay: rebuild the registry from offset 0 (same code as `keel replay`).
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.expect("count");
-    let settings = ConsumerSettings { brokers: env.brokers.clone(), session_timeout_ms: 3000 };
-    let report = keel_projections::replay::replay(
-        &TenantRegistry,
-        &owner,
-        &settings,
-        &env.topic,
-        RUNTIME_ROLE,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .expect("replay");
+    let report = env.rebuild_registry().await;
     println!(
         "replay: {} events ({events} in the store) in {:.2} s = {:.0} events/s",
         report.messages,

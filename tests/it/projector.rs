@@ -8,9 +8,7 @@ use keel_domain::envelope::Actor;
 use keel_domain::ids::TenantId;
 use keel_domain::tenant::TenantCommand;
 use keel_gateway::server::Workers;
-use keel_projections::kafka::ConsumerSettings;
-use keel_projections::tenant_registry::TenantRegistry;
-use keel_tests::{RUNTIME_ROLE, TestEnv, wait_projected};
+use keel_tests::{TestEnv, wait_projected};
 use sqlx::PgPool;
 
 fn ctx() -> CommandContext {
@@ -93,17 +91,7 @@ async fn a_relay_and_projector_killed_mid_stream_leave_the_same_read_model_as_a_
     assert_eq!(live.as_array().map(Vec::len), Some(45));
 
     // A clean rebuild from offset 0 (swapped in while the live projector runs) gives the same rows.
-    let settings = ConsumerSettings { brokers: env.brokers.clone(), session_timeout_ms: 3000 };
-    let report = keel_projections::replay::replay(
-        &TenantRegistry,
-        &owner,
-        &settings,
-        &env.topic,
-        RUNTIME_ROLE,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .expect("replay");
+    let report = env.rebuild_registry().await;
     assert!(report.messages > 0);
     assert_eq!(snapshot(&owner).await, live, "the rebuilt read model equals the live one");
 
@@ -161,17 +149,7 @@ async fn two_instances_share_the_work_and_apply_each_event_exactly_once() {
     assert_eq!(applied(&a) + applied(&b), events as u64, "every event applied once, by one of the two");
 
     let live = snapshot(&owner).await;
-    let settings = ConsumerSettings { brokers: env.brokers.clone(), session_timeout_ms: 3000 };
-    keel_projections::replay::replay(
-        &TenantRegistry,
-        &owner,
-        &settings,
-        &env.topic,
-        RUNTIME_ROLE,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .expect("replay");
+    env.rebuild_registry().await;
     assert_eq!(snapshot(&owner).await, live);
     a.stop().await;
     b.stop().await;

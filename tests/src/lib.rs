@@ -126,6 +126,20 @@ impl TestEnv {
         PgPoolOptions::new().max_connections(4).connect(&self.app_url).await.expect("connect as runtime role")
     }
 
+    /// Rebuilds the tenant registry from offset 0 and swaps it in (what `keel replay` does).
+    pub async fn rebuild_registry(&self) -> keel_projections::replay::ReplayReport {
+        let owner = self.owner_pool().await;
+        let settings =
+            keel_projections::kafka::ConsumerSettings { brokers: self.brokers.clone(), session_timeout_ms: 3000 };
+        let hidden = indicatif::ProgressBar::hidden();
+        let report =
+            keel_projections::replay::replay(&TenantRegistry, &owner, &settings, &self.topic, RUNTIME_ROLE, &hidden)
+                .await
+                .expect("replay");
+        owner.close().await;
+        report
+    }
+
     /// Creates the bootstrap operator credential and returns the token.
     pub async fn operator_token(&self) -> String {
         let owner = self.owner_pool().await;
