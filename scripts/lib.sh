@@ -134,7 +134,16 @@ start_bg() {
   local pidfile="$1" logfile="$2"
   shift 2
   setsid "$@" </dev/null >>"$logfile" 2>&1 &
-  echo "$!" >"$pidfile"
+  local pid=$! _
+  echo "$pid" >"$pidfile"
+  # Until the child has exec'd, /proc/PID/cmdline is still the forking shell's,
+  # and pid_alive's name check would take the service for dead (and leave it
+  # running, unstopped). Wait the few milliseconds that takes.
+  for _ in $(seq 1 100); do
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1" && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.02
+  done
 }
 
 # stop_pid PIDFILE NAME [TIMEOUT]: SIGTERM, wait, then SIGKILL.
