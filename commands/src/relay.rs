@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -35,8 +35,6 @@ pub struct RelayStatus {
     pub broker_ok: AtomicBool,
     /// Events published since start.
     pub published: AtomicU64,
-    /// Position of the last event published.
-    pub last_position: AtomicI64,
 }
 
 /// The relay's settings.
@@ -166,7 +164,6 @@ impl Relay {
             let next = self.publish(producer, &batch, &checkpoint).await?;
             save_checkpoint(conn, &self.config.topic, &next).await?;
             self.status.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            self.status.last_position.store(next.position, Ordering::Relaxed);
             checkpoint = next;
         }
     }

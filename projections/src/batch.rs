@@ -206,7 +206,7 @@ pub async fn apply_batch<R: ReadModel>(
 }
 
 /// Advances the stored next offsets.
-pub async fn store_offsets(
+async fn store_offsets(
     tx: &mut PgConnection,
     schema: &str,
     topic: &str,
