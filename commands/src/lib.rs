@@ -4,8 +4,14 @@
 
 pub mod bus;
 pub mod idempotency;
+pub mod identity_index;
 pub mod kafka;
+pub mod mail;
 pub mod migrate;
+pub mod passwords;
 pub mod relay;
+pub mod secret;
+pub mod sessions;
 pub mod store;
 pub mod tenants;
+pub mod users;

@@ -1,6 +1,7 @@
-//! The event store: postgres-es, wrapped so that every persisted event gets its
-//! own UUIDv7 `event_id` in its metadata (cqrs-es shares one metadata map across
-//! the events of a commit).
+//! The event store: postgres-es for reading; appends are Keel's own, so that every
+//! persisted event gets its own UUIDv7 `event_id` in its metadata (cqrs-es shares one
+//! metadata map across the events of a commit), a commit is one INSERT, and the
+//! identity index is updated in the same transaction (ADR 0009).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -12,15 +13,53 @@ use uuid::Uuid;
 
 use keel_domain::envelope::keys;
 
-/// postgres-es with per-event ids.
+/// The append of a commit: all its events in one statement. Postgres assigns the
+/// positions in the order of the arrays; the primary key refuses a stale sequence.
+const APPEND: &str =
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
+
+/// postgres-es with per-event ids and the identity index.
 pub struct KeelEventRepository {
     inner: PostgresEventRepository,
+    pool: PgPool,
 }
 
 impl KeelEventRepository {
     /// A repository on the `events` table.
     pub fn new(pool: PgPool) -> Self {
-        Self { inner: PostgresEventRepository::new(pool) }
+        Self { inner: PostgresEventRepository::new(pool.clone()), pool }
+    }
+
+    async fn append(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(APPEND)
+            .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        for event in events {
+            crate::identity_index::apply(&mut tx, event).await?;
+        }
+        tx.commit().await
+    }
+}
+
+fn persistence_error(err: sqlx::Error) -> PersistenceError {
+    match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") && db.table() == Some("events") => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+            PersistenceError::DeserializationError(Box::new(err))
+        }
+        sqlx::Error::Protocol(_) => PersistenceError::UnknownError(Box::new(err)),
+        _ => PersistenceError::ConnectionError(Box::new(err)),
     }
 }
 
@@ -50,7 +89,14 @@ impl PersistedEventRepository for KeelEventRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         let stamped: Vec<SerializedEvent> = events.iter().cloned().map(with_event_id).collect();
-        self.inner.persist::<A>(&stamped, snapshot_update).await
+        if snapshot_update.is_some() {
+            // Keel configures no snapshots; should one be added, postgres-es keeps it consistent.
+            return self.inner.persist::<A>(&stamped, snapshot_update).await;
+        }
+        if stamped.is_empty() {
+            return Ok(());
+        }
+        self.append(&stamped).await.map_err(persistence_error)
     }
 
     async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {

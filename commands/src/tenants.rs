@@ -1,6 +1,7 @@
 //! Tenant commands: provisioning (domain claim, then tenant) and lifecycle.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, EventStore};
@@ -15,6 +16,7 @@ use keel_domain::tenant_domain::{TenantDomain, TenantDomainCommand, TenantDomain
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::idempotency::{Idempotency, fingerprint};
 use crate::store::KeelEventRepository;
+use crate::users::UserCommands;
 
 /// A provisioning request as received.
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ pub struct TenantCommands {
     domains: Framework<TenantDomain>,
     loader: PersistedEventStore<KeelEventRepository, Tenant>,
     idempotency: Idempotency,
+    users: Option<Arc<UserCommands>>,
 }
 
 impl TenantCommands {
@@ -62,8 +65,15 @@ impl TenantCommands {
             domains: bus::framework(&pool),
             loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
             idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 16)),
+            users: None,
             pool,
         }
+    }
+
+    /// Provisioning also invites the first owner (by e-mail) through `users`.
+    pub fn inviting_owners(mut self, users: Arc<UserCommands>) -> Self {
+        self.users = Some(users);
+        self
     }
 
     /// Creates a tenant: validates, claims the domain (unique across the platform), then provisions.
@@ -95,10 +105,14 @@ impl TenantCommands {
                     }
                     Err(err) => return Err(err),
                 };
+                let owner_email = cmd.owner_email.clone();
                 match bus::execute(&self.tenants, tenant_id.as_str(), TenantCommand::Provision(cmd), meta).await {
                     // Only a takeover of an interrupted first attempt can meet its own tenant.
                     Err(err) if err.code == TenantError::AlreadyProvisioned.code() => {}
                     other => other?,
+                }
+                if let Some(users) = &self.users {
+                    users.invite_owner(ctx, &tenant_id, &owner_email).await?;
                 }
                 let position = bus::position_of(&self.pool, ctx.command_id).await?;
                 Ok(Provisioned { tenant_id: tenant_id.to_string(), position })

@@ -70,6 +70,10 @@ pub enum Action {
     ReadTenant,
     /// List all tenants.
     ListTenants,
+    /// Invite, change roles, disable, enable, delete users, end their sessions, set the password policy.
+    ManageUsers,
+    /// List users, invitations and sessions.
+    ReadUsers,
 }
 
 /// The context of the request: the target tenant (if any) and its plan (if known).
@@ -98,7 +102,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
     match principal {
         Principal::Operator { .. } => Ok(()),
         Principal::Auditor { .. } => match action {
-            ReadTenant | ListTenants => Ok(()),
+            ReadTenant | ListTenants | ReadUsers => Ok(()),
             _ => Err(Denied::NotPermitted),
         },
         Principal::TenantUser { tenant_id, role, .. } => {
@@ -107,6 +111,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
                 (_, _) if target.tenant.is_some() && !own => Err(Denied::Hidden),
                 (ReadTenant, _) => Ok(()),
                 (ChangePlan, TenantRole::Owner) => Ok(()),
+                (ManageUsers | ReadUsers, TenantRole::Owner | TenantRole::Admin) if own => Ok(()),
                 _ => Err(Denied::NotPermitted),
             }
         }
@@ -153,6 +158,22 @@ mod tests {
         for action in [Action::ReadTenant, Action::ChangePlan, Action::SuspendTenant] {
             assert_eq!(authorize(&user(TenantRole::Owner), action, other), Err(Denied::Hidden));
         }
+    }
+
+    #[test]
+    fn owners_and_admins_manage_their_own_users_only() {
+        let own = Target { tenant: Some(&tenant(1)), plan: None };
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        for role in [TenantRole::Owner, TenantRole::Admin] {
+            assert_eq!(authorize(&user(role), Action::ManageUsers, own), Ok(()));
+            assert_eq!(authorize(&user(role), Action::ReadUsers, own), Ok(()));
+            assert_eq!(authorize(&user(role), Action::ManageUsers, other), Err(Denied::Hidden));
+            assert_eq!(authorize(&user(role), Action::ManageUsers, Target::default()), Err(Denied::NotPermitted));
+        }
+        assert_eq!(authorize(&user(TenantRole::User), Action::ReadUsers, own), Err(Denied::NotPermitted));
+        let auditor = Principal::Auditor { id: "a".into() };
+        assert_eq!(authorize(&auditor, Action::ReadUsers, own), Ok(()));
+        assert_eq!(authorize(&auditor, Action::ManageUsers, own), Err(Denied::NotPermitted));
     }
 
     #[test]

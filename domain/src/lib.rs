@@ -3,11 +3,15 @@
 //! `commands` crate runs these aggregates on cqrs-es and postgres-es.
 
 pub mod access;
+pub mod directory;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod login_guard;
+pub mod password_policy;
 pub mod plan;
 pub mod schemas;
+pub mod session;
 pub mod tenant;
 pub mod tenant_domain;
 pub mod validate;

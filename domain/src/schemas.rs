@@ -4,7 +4,10 @@
 use schemars::schema_for;
 use serde_json::Value;
 
+use crate::directory::DirectoryEvent;
 use crate::envelope::EventEnvelope;
+use crate::login_guard::LoginGuardEvent;
+use crate::session::SessionEvent;
 use crate::tenant::TenantEvent;
 use crate::tenant_domain::TenantDomainEvent;
 
@@ -14,6 +17,9 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("keel.events.envelope.v1.json", schema_for!(EventEnvelope).to_value()),
         ("tenant.events.v1.json", schema_for!(TenantEvent).to_value()),
         ("tenant_domain.events.v1.json", schema_for!(TenantDomainEvent).to_value()),
+        ("directory.events.v1.json", schema_for!(DirectoryEvent).to_value()),
+        ("session.events.v1.json", schema_for!(SessionEvent).to_value()),
+        ("login_guard.events.v1.json", schema_for!(LoginGuardEvent).to_value()),
     ]
 }
 

@@ -1,16 +1,17 @@
-//! Authentication: bearer credentials to principals. Until identity lands, the only
-//! credential is the bootstrap operator token that `make up` creates on first start.
+//! Authentication: bearer credentials to principals. Users present access tokens
+//! (JWTs, see `tokens.rs`); the bootstrap operator token that `make up` creates on
+//! first start works until the first operator account exists (`keel operator create`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use keel_domain::access::Principal;
+use keel_domain::access::{Principal, TenantRole};
+use keel_domain::directory::UserRole;
+
+use crate::tokens::{TokenError, TokenService};
 
 /// How long a verified credential is trusted without asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(5);
@@ -26,6 +27,9 @@ pub enum AuthError {
     /// The credential is unknown, malformed or revoked.
     #[error("invalid credential")]
     Invalid,
+    /// The access token's session has ended (logout, revocation, role change, …).
+    #[error("session has ended; sign in again")]
+    SessionEnded,
     /// The credential store could not be asked.
     #[error("authentication is temporarily unavailable")]
     Unavailable,
@@ -35,6 +39,7 @@ pub enum AuthError {
 #[derive(Debug)]
 pub struct Authenticator {
     pool: PgPool,
+    tokens: Arc<TokenService>,
     cache: RwLock<HashMap<String, (Principal, Instant)>>,
 }
 
@@ -47,26 +52,32 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 
 /// The stored form of a token.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    keel_commands::secret::digest(token)
 }
 
 /// A fresh random operator token (256 bits).
 pub fn new_operator_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{OPERATOR_TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    keel_commands::secret::random_token(OPERATOR_TOKEN_PREFIX)
 }
 
 impl Authenticator {
-    /// An authenticator backed by `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, cache: RwLock::new(HashMap::new()) }
+    /// An authenticator for operator tokens in `pool` and access tokens of `tokens`.
+    pub fn new(pool: PgPool, tokens: Arc<TokenService>) -> Self {
+        Self { pool, tokens, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// The access tokens.
+    pub fn tokens(&self) -> &Arc<TokenService> {
+        &self.tokens
     }
 
     /// The principal behind an `authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer(header).ok_or(AuthError::Missing)?;
-        if !token.starts_with(OPERATOR_TOKEN_PREFIX) || token.len() > 200 {
+        if !token.starts_with(OPERATOR_TOKEN_PREFIX) {
+            return self.access_token(token).map(|(principal, _)| principal);
+        }
+        if token.len() > 200 {
             return Err(AuthError::Invalid);
         }
         let hash = hash_token(token);
@@ -91,6 +102,62 @@ impl Authenticator {
         }
         Ok(principal)
     }
+}
+
+impl Authenticator {
+    /// The principal and session of an access token.
+    pub fn access_token(&self, token: &str) -> Result<(Principal, String), AuthError> {
+        let claims = self.tokens.verify(token).map_err(|e| match e {
+            TokenError::Invalid => AuthError::Invalid,
+            TokenError::SessionEnded => AuthError::SessionEnded,
+        })?;
+        let role: UserRole = claims.role.parse().map_err(|_| AuthError::Invalid)?;
+        let id = claims.sub.clone();
+        let principal = match (role, &claims.tid) {
+            (UserRole::Operator, None) => Principal::Operator { id },
+            (UserRole::Auditor, None) => Principal::Auditor { id },
+            (UserRole::Owner | UserRole::Admin | UserRole::User, Some(tid)) => Principal::TenantUser {
+                id,
+                tenant_id: tid.parse().map_err(|_| AuthError::Invalid)?,
+                role: match role {
+                    UserRole::Owner => TenantRole::Owner,
+                    UserRole::Admin => TenantRole::Admin,
+                    _ => TenantRole::User,
+                },
+            },
+            _ => return Err(AuthError::Invalid),
+        };
+        Ok((principal, claims.sid.clone()))
+    }
+}
+
+/// Creates a platform operator or auditor with a password; returns the user id.
+pub async fn create_platform_user(pool: &PgPool, email: &str, password: &str, role: &str) -> Result<String, String> {
+    use keel_commands::bus::CommandContext;
+    use keel_domain::envelope::Actor;
+    let users = keel_commands::users::UserCommands::new(
+        pool.clone(),
+        keel_commands::passwords::Passwords::per_core(),
+        None,
+        "http://localhost",
+    );
+    let key = uuid::Uuid::now_v7().to_string();
+    let ctx = CommandContext::new(Actor::system("keel-cli"), key.clone(), key);
+    let created = users.create_platform_user(&ctx, email, password, role).await.map_err(|e| e.message)?;
+    Ok(created.user_id)
+}
+
+/// Retires the bootstrap operator credential (once an operator account exists);
+/// returns whether it was still active.
+pub async fn retire_bootstrap_credential(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let retired = sqlx::query(
+        "UPDATE operator_credentials SET revoked_at = now(), retired_reason = 'operator_created'
+         WHERE kind = 'bootstrap' AND revoked_at IS NULL",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(retired > 0)
 }
 
 /// Creates the bootstrap operator credential if none exists; returns the token only

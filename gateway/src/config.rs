@@ -36,6 +36,28 @@ pub struct Settings {
     /// Postgres connections of this process.
     #[arg(long, env = "KEEL_DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
+    /// Keel's public base URL: the tokens' issuer and the start of links in e-mails
+    /// (default: `http://` and the REST address).
+    #[arg(long, env = "KEEL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The `aud` of access tokens.
+    #[arg(long, env = "KEEL_TOKEN_AUDIENCE", default_value = "keel")]
+    pub token_audience: String,
+    /// Access-token lifetime: how long a stateless verifier may accept a revoked session's token.
+    #[arg(long, env = "KEEL_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 300)]
+    pub access_token_ttl_seconds: i64,
+    /// Longest session (refresh tokens die with it).
+    #[arg(long, env = "KEEL_SESSION_TTL_HOURS", default_value_t = 720)]
+    pub session_ttl_hours: i64,
+    /// SMTP server URL (`smtp://host:port`, `smtps://user:pass@host`); without it mail goes to `mailbox_dir`.
+    #[arg(long, env = "KEEL_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Directory of `.eml` files when no SMTP server is set (development and tests).
+    #[arg(long, env = "KEEL_MAILBOX_DIR", default_value = ".keel/mailbox")]
+    pub mailbox_dir: std::path::PathBuf,
+    /// The sender of Keel's e-mails.
+    #[arg(long, env = "KEEL_MAIL_FROM", default_value = "Keel <no-reply@keel.localhost>")]
+    pub mail_from: String,
 }
 
 impl Settings {
@@ -52,6 +74,21 @@ impl Settings {
             min_position_wait_ms: 5_000,
             purge_sweep_seconds: 60,
             db_pool_size: 32,
+            public_url: None,
+            token_audience: "keel".into(),
+            access_token_ttl_seconds: 300,
+            session_ttl_hours: 720,
+            smtp_url: None,
+            mailbox_dir: ".keel/mailbox".into(),
+            mail_from: "Keel <no-reply@keel.localhost>".into(),
+        }
+    }
+
+    /// Where mail goes.
+    pub fn mail_transport(&self) -> keel_commands::mail::MailTransport {
+        match &self.smtp_url {
+            Some(url) => keel_commands::mail::MailTransport::Smtp(url.clone()),
+            None => keel_commands::mail::MailTransport::Mailbox(self.mailbox_dir.clone()),
         }
     }
 

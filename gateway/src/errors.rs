@@ -82,8 +82,25 @@ impl From<AuthError> for Problem {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a bearer credential is required")
             }
             AuthError::Invalid => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the credential is not valid"),
+            AuthError::SessionEnded => Self::new(StatusCode::UNAUTHORIZED, "session_expired", err.to_string()),
             AuthError::Unavailable => Self::unavailable("unavailable", err.to_string(), 1),
         }
+    }
+}
+
+impl From<CommandError> for Problem {
+    fn from(err: CommandError) -> Self {
+        let status = match err.failure {
+            Failure::InvalidArgument => StatusCode::BAD_REQUEST,
+            Failure::NotFound | Failure::Gone => StatusCode::NOT_FOUND,
+            Failure::AlreadyExists | Failure::Aborted => StatusCode::CONFLICT,
+            // ERR-VAL-422: the request is well-formed but the state forbids it.
+            Failure::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::PermissionDenied => StatusCode::FORBIDDEN,
+            Failure::Unavailable => return Self::unavailable(&err.code, err.message, 1),
+            Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, &err.code, err.message)
     }
 }
 
@@ -135,6 +152,7 @@ pub fn auth_status(err: AuthError) -> tonic::Status {
         AuthError::Missing | AuthError::Invalid => {
             with_code(tonic::Status::unauthenticated(err.to_string()), "unauthenticated")
         }
+        AuthError::SessionEnded => with_code(tonic::Status::unauthenticated(err.to_string()), "session_expired"),
         AuthError::Unavailable => with_code(tonic::Status::unavailable(err.to_string()), "unavailable"),
     }
 }
@@ -145,6 +163,11 @@ pub fn denied_status(denied: Denied) -> tonic::Status {
         Denied::Hidden => with_code(tonic::Status::not_found("tenant not found"), "not_found"),
         Denied::NotPermitted => with_code(tonic::Status::permission_denied("you may not do this"), "permission_denied"),
     }
+}
+
+/// A status of `code` with a stable `keel_code`.
+pub fn coded(code: tonic::Code, keel_code: &str, message: &str) -> tonic::Status {
+    with_code(tonic::Status::new(code, message), keel_code)
 }
 
 /// INVALID_ARGUMENT with a stable `code`.

@@ -4,17 +4,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use keel_commands::bus::CommandContext;
 use keel_commands::tenants::{ProvisionRequest, TenantCommands};
-use keel_domain::access::{Action, Principal, Target, authorize};
+use keel_domain::access::{Action, Principal};
 use keel_domain::ids::TenantId;
 use keel_domain::plan::{Plan, UnknownPlan};
 use keel_domain::tenant::TenantCommand;
 
 use crate::auth::Authenticator;
-use crate::errors::{auth_status, denied_status, invalid_argument, status};
+use crate::errors::{invalid_argument, status};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{
     ChangePlanRequest, CommandResponse, ProvisionTenantRequest, ProvisionTenantResponse, ReactivateTenantRequest,
@@ -34,24 +33,13 @@ impl TenantApi {
     }
 }
 
-/// The correlation id of a request: `x-correlation-id` if sane, else a new one.
-pub fn correlation_id(metadata: &tonic::metadata::MetadataMap) -> String {
-    metadata
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-}
-
 /// Parses a tenant id argument.
-fn tenant_id(raw: &str) -> Result<TenantId, Status> {
+pub fn tenant_id(raw: &str) -> Result<TenantId, Status> {
     raw.trim().parse().map_err(|_| invalid_argument("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))
 }
 
 impl TenantApi {
-    /// Authenticates, authorizes and builds the command context; runs `body` in a span
-    /// carrying the correlation id.
+    /// Authenticates, authorizes and builds the command context (see `grpc::run`).
     async fn run<T, F, Fut>(
         &self,
         rpc: &'static str,
@@ -65,45 +53,7 @@ impl TenantApi {
         F: FnOnce(CommandContext, Principal) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let correlation = correlation_id(metadata);
-        let span = tracing::info_span!("command", rpc, correlation_id = %correlation);
-        let result = async {
-            let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-            let principal = self.auth.authenticate(header).await.map_err(|e| {
-                tracing::info!(error = %e, "unauthenticated command");
-                auth_status(e)
-            })?;
-            authorize(&principal, action, Target { tenant: target, plan: None }).map_err(|d| {
-                tracing::info!(actor = %principal.actor(), "command denied");
-                denied_status(d)
-            })?;
-            let ctx = CommandContext::new(principal.actor(), correlation.clone(), idempotency_key.to_string());
-            let result = body(ctx, principal).await;
-            match &result {
-                Ok(_) => tracing::info!("command accepted"),
-                Err(s) => tracing::info!(code = ?s.code(), "command refused"),
-            }
-            result
-        }
-        .instrument(span)
-        .await;
-        // Every answer, refusals included, names the correlation id.
-        let value = correlation.parse().ok();
-        match result {
-            Ok(body) => {
-                let mut response = Response::new(body);
-                if let Some(value) = value {
-                    response.metadata_mut().insert("x-correlation-id", value);
-                }
-                Ok(response)
-            }
-            Err(mut status) => {
-                if let Some(value) = value {
-                    status.metadata_mut().insert("x-correlation-id", value);
-                }
-                Err(status)
-            }
-        }
+        crate::grpc::run(&self.auth, rpc, metadata, action, target, idempotency_key, body).await
     }
 
     async fn lifecycle(

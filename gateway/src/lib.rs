@@ -4,13 +4,17 @@
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod grpc;
 pub mod grpc_tenants;
+pub mod grpc_users;
 pub mod openapi;
 pub mod ready;
 pub mod rest;
+pub mod rest_auth;
 pub mod rest_tenants;
 pub mod server;
 pub mod sweeper;
+pub mod tokens;
 
 /// Generated protobuf and gRPC code for `keel.v1`.
 pub mod proto {

@@ -66,6 +66,16 @@ enum Command {
         #[command(subcommand)]
         command: Dlq,
     },
+    /// Platform accounts.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Access-token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Write the JSON Schemas of the events to a directory (or check they are current).
     Schemas {
         /// Directory.
@@ -74,6 +84,41 @@ enum Command {
         /// Only check; exit non-zero if a file is missing or stale.
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create a platform operator (or auditor) who signs in with e-mail and password at
+    /// `POST /v1/auth/login` (no tenant). The first one retires the bootstrap credential.
+    Create {
+        /// The account's e-mail.
+        #[arg(long)]
+        email: String,
+        /// The password (or set KEEL_OPERATOR_PASSWORD, which stays out of process lists).
+        #[arg(long, env = "KEEL_OPERATOR_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// operator or auditor.
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[command(flatten)]
+        owner: Owner,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a signing key: published in the JWKS at once, signing after --publish-ahead;
+    /// the older keys keep verifying for --retire-after more, then leave the JWKS.
+    Rotate {
+        /// Seconds between publishing the key and signing with it (let verifiers fetch the JWKS).
+        #[arg(long, default_value_t = 60)]
+        publish_ahead: u64,
+        /// Seconds the old keys stay published once the new one signs (at least the access-token lifetime).
+        #[arg(long, default_value_t = 900)]
+        retire_after: u64,
+        #[command(flatten)]
+        owner: Owner,
     },
 }
 
@@ -253,6 +298,27 @@ async fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
         },
+        Command::Operator { command: OperatorCommand::Create { email, password, role, owner } } => {
+            let pool = owner_pool(&owner).await?;
+            let user_id = keel_gateway::auth::create_platform_user(&pool, &email, &password, &role).await?;
+            println!("{user_id}");
+            if keel_gateway::auth::retire_bootstrap_credential(&pool).await.map_err(|e| e.to_string())? {
+                eprintln!("the bootstrap operator credential is retired; sign in with the new account");
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate { publish_ahead, retire_after, owner } } => {
+            let pool = owner_pool(&owner).await?;
+            let kid = keel_gateway::tokens::rotate_keys(
+                &pool,
+                Duration::from_secs(publish_ahead),
+                Duration::from_secs(retire_after),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!("{kid}");
+            Ok(())
+        }
         Command::Schemas { out, check } => {
             let mut stale = Vec::new();
             for (name, schema) in keel_domain::schemas::all() {

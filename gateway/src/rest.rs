@@ -39,6 +39,10 @@ pub struct AppState {
     pub ready: Arc<ReadyCheck>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// User commands (invitations, password resets).
+    pub users: Arc<keel_commands::users::UserCommands>,
+    /// Sessions (login, refresh, logout).
+    pub sessions: Arc<keel_commands::sessions::Sessions>,
 }
 
 /// The REST router.
@@ -48,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .merge(crate::rest_tenants::routes())
+        .merge(crate::rest_auth::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(correlation))
         .with_state(state)

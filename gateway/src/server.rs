@@ -12,8 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use keel_commands::mail::Mailer;
+use keel_commands::passwords::Passwords;
 use keel_commands::relay::{Relay, RelayConfig, RelayStatus};
+use keel_commands::sessions::{Sessions, ThrottlePolicy};
 use keel_commands::tenants::TenantCommands;
+use keel_commands::users::UserCommands;
 use keel_projections::kafka::ConsumerSettings;
 use keel_projections::projector::{Projector, ProjectorStatus};
 use keel_projections::tenant_registry::TenantRegistry;
@@ -21,9 +25,12 @@ use keel_projections::tenant_registry::TenantRegistry;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::grpc_tenants::TenantApi;
+use crate::grpc_users::UserApi;
 use crate::proto::tenant_service_server::TenantServiceServer;
+use crate::proto::user_service_server::UserServiceServer;
 use crate::ready::ReadyCheck;
 use crate::rest::{AppState, router};
+use crate::tokens::TokenService;
 
 /// Which background workers this process runs.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +63,9 @@ pub enum StartError {
     /// gRPC reflection could not be set up.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The mailer could not be set up.
+    #[error("mail: {0}")]
+    Mail(keel_commands::mail::MailError),
     /// The database has not been migrated (a read model's schema is missing).
     #[error("read model {0} has no schema yet: run `keel migrate` first")]
     NotMigrated(&'static str),
@@ -75,6 +85,10 @@ pub struct Running {
     pub pool: PgPool,
     /// Tenant commands (for in-process tools and tests).
     pub tenants: Arc<TenantCommands>,
+    /// User commands (for in-process tools and tests).
+    pub users: Arc<UserCommands>,
+    /// Access tokens.
+    pub tokens: Arc<TokenService>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -163,20 +177,51 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         tasks.push(tokio::spawn(projector.run(rx.clone())));
     }
 
-    let tenants = Arc::new(TenantCommands::new(pool.clone()));
+    let rest_listener = TcpListener::bind(settings.rest_addr).await?;
+    let rest_addr = rest_listener.local_addr()?;
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{rest_addr}"));
+    let passwords = Passwords::per_core();
+    let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
+    let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer), &public_url));
+    let sessions = Arc::new(
+        Sessions::new(
+            pool.clone(),
+            passwords,
+            chrono::Duration::hours(settings.session_ttl_hours.max(1)),
+            ThrottlePolicy::default(),
+        )
+        .await?,
+    );
+    let tokens = Arc::new(
+        TokenService::new(
+            pool.clone(),
+            &public_url,
+            &settings.token_audience,
+            chrono::Duration::seconds(settings.access_token_ttl_seconds.clamp(10, 3600)),
+        )
+        .await?,
+    );
+    tasks.push(tokio::spawn(tokens.clone().run(rx.clone())));
+    let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
     if workers.sweeper {
         let every = Duration::from_secs(settings.purge_sweep_seconds.max(1));
         tasks.push(tokio::spawn(crate::sweeper::run(pool.clone(), tenants.clone(), every, rx.clone())));
     }
 
-    let auth = Arc::new(Authenticator::new(pool.clone()));
+    let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
     let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay_status.clone())?);
 
-    let rest_listener = TcpListener::bind(settings.rest_addr).await?;
-    let rest_addr = rest_listener.local_addr()?;
-    let app = router(AppState { pool: pool.clone(), auth: auth.clone(), ready, settings: settings.clone() });
+    let app = router(AppState {
+        pool: pool.clone(),
+        auth: auth.clone(),
+        ready,
+        settings: settings.clone(),
+        users: users.clone(),
+        sessions: sessions.clone(),
+    });
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(rest_listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         });
@@ -191,6 +236,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TenantServiceServer<TenantApi>>().await;
+    health.set_serving::<UserServiceServer<UserApi>>().await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder.register_encoded_file_descriptor_set(crate::proto::DESCRIPTOR)
     };
@@ -208,7 +254,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-correlation-id", "x-keel-error-code"]
                 .map(axum::http::HeaderName::from_static),
         );
-    let api = TenantApi::new(tenants.clone(), auth);
+    let api = TenantApi::new(tenants.clone(), auth.clone());
+    let user_api = UserApi::new(users.clone(), sessions, auth, pool.clone());
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = tonic::transport::Server::builder()
@@ -216,6 +263,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(TenantServiceServer::new(api))
+            .add_service(UserServiceServer::new(user_api))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -228,5 +276,5 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     }));
 
     tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
-    Ok(Running { rest_addr, grpc_addr, relay: relay_status, registry, pool, tenants, shutdown, tasks })
+    Ok(Running { rest_addr, grpc_addr, relay: relay_status, registry, pool, tenants, users, tokens, shutdown, tasks })
 }

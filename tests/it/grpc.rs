@@ -94,11 +94,12 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_first_result_and_no_s
     assert_eq!(error_code(&reused), "idempotency_key_reused");
 
     let owner = env.owner_pool().await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
-        .bind(&first.tenant_id)
-        .fetch_one(&owner)
-        .await
-        .expect("count");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'tenant' AND aggregate_id = $1")
+            .bind(&first.tenant_id)
+            .fetch_one(&owner)
+            .await
+            .expect("count");
     assert_eq!(events, 3, "provisioned, suspended, reactivated: no retry made a second effect");
     keel.stop().await;
 }

@@ -5,6 +5,7 @@ mod broker_outage;
 mod dead_letters;
 mod event_store;
 mod grpc;
+mod identity;
 mod interfaces;
 mod projector;
 mod rest;

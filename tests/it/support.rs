@@ -47,3 +47,79 @@ pub fn domain(prefix: &str) -> String {
 pub fn error_code(status: &tonic::Status) -> String {
     status.metadata().get("x-keel-error-code").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
+
+/// A REST client for Keel's auth endpoints.
+#[derive(Clone)]
+pub struct Rest {
+    /// `http://host:port`.
+    pub base: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Rest {
+    /// A client of the Keel listening at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { base: format!("http://{addr}"), http: reqwest::Client::new() }
+    }
+
+    /// POSTs `body` to `path`; returns the status and the JSON answer (Null if none).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Logs in; returns the status and answer.
+    pub async fn login(&self, email: &str, password: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
+        let mut body = serde_json::json!({ "email": email, "password": password });
+        if let Some(tenant) = tenant {
+            body["tenant"] = tenant.into();
+        }
+        self.post("/v1/auth/login", body).await
+    }
+
+    /// Logs in and returns (access token, refresh token); panics on failure.
+    pub async fn tokens(&self, email: &str, password: &str, tenant: Option<&str>) -> (String, String) {
+        let (status, body) = self.login(email, password, tenant).await;
+        assert_eq!(status, 200, "login of {email}: {body}");
+        (body["access_token"].as_str().expect("access").into(), body["refresh_token"].as_str().expect("refresh").into())
+    }
+
+    /// Whether introspection says `token` is active.
+    pub async fn active(&self, token: &str) -> bool {
+        let (status, body) = self.post("/v1/auth/introspect", serde_json::json!({ "token": token })).await;
+        assert_eq!(status, 200, "{body}");
+        body["active"].as_bool().expect("active")
+    }
+}
+
+/// A gRPC user client.
+pub async fn user_client(addr: SocketAddr) -> keel_gateway::proto::user_service_client::UserServiceClient<Channel> {
+    keel_gateway::proto::user_service_client::UserServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect gRPC")
+}
+
+/// The password every test account uses (it satisfies the default policy).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A tenant with an active owner: (tenant id, domain, owner e-mail, owner access token).
+pub async fn tenant_with_owner(
+    env: &keel_tests::TestEnv,
+    keel: &keel_gateway::server::Running,
+    operator: &str,
+    prefix: &str,
+) -> (String, String, String, String) {
+    let mut tenants = tenant_client(keel.grpc_addr).await;
+    let domain = domain(prefix);
+    let tenant = provision(&mut tenants, operator, &domain).await;
+    let email = format!("owner@{domain}.example.com");
+    let token = env.mailed_token(&email, "keel_inv_").await;
+    let rest = Rest::new(keel.rest_addr);
+    let (status, body) =
+        rest.post("/v1/auth/invitations/accept", serde_json::json!({ "token": token, "password": PASSWORD })).await;
+    assert_eq!(status, 200, "accept: {body}");
+    let (access, _) = rest.tokens(&email, PASSWORD, Some(&domain)).await;
+    (tenant.tenant_id, domain, email, access)
+}

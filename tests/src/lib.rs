@@ -29,6 +29,8 @@ pub struct TestEnv {
     pub topic: String,
     /// Partitions of that topic.
     pub partitions: i32,
+    /// The test's own mailbox directory (one `.eml` file per message Keel sends).
+    pub mailbox: std::path::PathBuf,
 }
 
 fn required(var: &str) -> String {
@@ -89,7 +91,8 @@ impl TestEnv {
 
         let topic = format!("keel.events.it.{}", uuid::Uuid::new_v4().simple());
         keel_commands::kafka::ensure_topics(&brokers, &[&topic], partitions).await.expect("create topic");
-        Self { owner_url, app_url, brokers, topic, partitions }
+        let mailbox = std::env::temp_dir().join(format!("keel-it-mail-{}", uuid::Uuid::new_v4().simple()));
+        Self { owner_url, app_url, brokers, topic, partitions, mailbox }
     }
 
     /// Settings for a Keel on this environment, on ephemeral ports.
@@ -103,7 +106,43 @@ impl TestEnv {
         settings.db_pool_size = 16;
         // Generous: tests share two cores with a heavy neighbour now and then.
         settings.min_position_wait_ms = 30_000;
+        settings.mailbox_dir = self.mailbox.clone();
         settings
+    }
+
+    /// The tokens starting with `prefix` in the messages sent to `to`, oldest message first.
+    pub fn mailed_tokens(&self, to: &str, prefix: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.mailbox) else { return Vec::new() };
+        let mut messages: Vec<(std::time::SystemTime, String)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, std::fs::read_to_string(e.path()).ok()?)))
+            .filter(|(_, text)| text.lines().any(|l| l.starts_with("To: ") && l.contains(to)))
+            .collect();
+        messages.sort_by_key(|(at, _)| *at);
+        messages
+            .iter()
+            .flat_map(|(_, text)| text.lines().filter(|l| l.starts_with(prefix)).map(|l| l.trim().to_string()))
+            .collect()
+    }
+
+    /// The latest token starting with `prefix` mailed to `to`; panics if none arrives within 5 s.
+    pub async fn mailed_token(&self, to: &str, prefix: &str) -> String {
+        let mut found = None;
+        eventually(Duration::from_secs(5), || {
+            found = self.mailed_tokens(to, prefix).pop();
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no {prefix}… token mailed to {to}"))
+    }
+
+    /// Creates a platform user (what `keel operator create` does) and returns its id.
+    pub async fn platform_user(&self, email: &str, password: &str, role: &str) -> String {
+        let owner = self.owner_pool().await;
+        let id = keel_gateway::auth::create_platform_user(&owner, email, password, role).await.expect("platform user");
+        owner.close().await;
+        id
     }
 
     /// Starts a Keel with every worker.

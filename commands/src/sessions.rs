@@ -1,0 +1,467 @@
+//! Sessions: password login, refresh-token rotation with reuse detection, and
+//! revocation. Opening and revoking are events of the session aggregate; the
+//! identity index (ADR 0009) holds each session's state, which refreshes check.
+//!
+//! A refresh token is `keel_rt_<session id>.<generation>.<mac>`, the MAC an
+//! HMAC-SHA256 under a server key. Each refresh moves the session to the next
+//! generation; presenting an earlier generation (a genuine but used token) revokes
+//! the whole session.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sqlx::PgPool;
+
+use keel_domain::directory::UserRole;
+use keel_domain::envelope::{Actor, ActorType};
+use keel_domain::ids::{SessionId, TenantId, UserId};
+use keel_domain::login_guard::{LoginGuard, LoginGuardCommand, ThrottledSubject};
+use keel_domain::session::{RevokeReason, Session, SessionCommand};
+use keel_domain::validate;
+
+use crate::bus::{self, CommandContext, CommandError, Framework};
+use crate::passwords::Passwords;
+use crate::secret;
+
+/// Prefix of refresh tokens.
+pub const REFRESH_TOKEN_PREFIX: &str = "keel_rt_";
+const REFRESH_KEY_NAME: &str = "refresh_token_mac";
+
+/// Brute-force protection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottlePolicy {
+    /// Consecutive failures of one account before it is locked.
+    pub account_failures: i32,
+    /// Failures from one client address before it is throttled.
+    pub address_failures: i32,
+    /// The first lock's length; each further lock doubles it.
+    pub base_lock: Duration,
+    /// The longest lock.
+    pub max_lock: Duration,
+    /// Failures older than this are forgotten.
+    pub window: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        Self {
+            account_failures: 5,
+            address_failures: 20,
+            base_lock: Duration::seconds(30),
+            max_lock: Duration::minutes(15),
+            window: Duration::minutes(15),
+        }
+    }
+}
+
+/// Why a login failed. The first three are all a caller learns about credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown tenant, unknown e-mail, no password set, or a wrong password.
+    #[error("invalid e-mail or password")]
+    InvalidCredentials,
+    /// The password was right but the tenant is suspended or being deleted.
+    #[error("the tenant is {0}; sign-in is disabled until it is reactivated")]
+    TenantNotActive(&'static str),
+    /// The password was right but the account is disabled.
+    #[error("this account is disabled")]
+    UserDisabled,
+    /// Too many failures for this account or client address.
+    #[error("too many failed attempts; retry later")]
+    Throttled {
+        /// Seconds until the lock ends.
+        retry_after: u64,
+    },
+    /// A dependency failed; retry.
+    #[error("the service is temporarily unavailable; retry")]
+    Unavailable,
+}
+
+/// Why a refresh failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// Malformed, forged, expired, revoked, or already used (which also ends the session).
+    #[error("the refresh token is invalid or expired")]
+    InvalidGrant,
+    /// A dependency failed; retry.
+    #[error("the service is temporarily unavailable; retry")]
+    Unavailable,
+}
+
+/// An open session and the refresh token of its current generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGrant {
+    /// The session.
+    pub session_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// The user's tenant (`None` for platform users).
+    pub tenant_id: Option<String>,
+    /// The user's role when the session opened (a role change ends the session).
+    pub role: UserRole,
+    /// The refresh token to present next.
+    pub refresh_token: String,
+    /// When the session ends at the latest.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What introspection tells about a usable refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshInfo {
+    /// The session.
+    pub session_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// The user's tenant.
+    pub tenant_id: Option<String>,
+    /// The user's role.
+    pub role: UserRole,
+    /// When the session ends at the latest.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Login and session commands.
+pub struct Sessions {
+    pool: PgPool,
+    rotation: PgPool,
+    sessions: Framework<Session>,
+    guards: Framework<LoginGuard>,
+    passwords: Passwords,
+    refresh_key: [u8; 32],
+    ttl: Duration,
+    throttle: ThrottlePolicy,
+}
+
+#[derive(sqlx::FromRow)]
+struct Account {
+    user_id: String,
+    role: String,
+    status: String,
+    hash: Option<String>,
+}
+
+impl Sessions {
+    /// Sessions on `pool` lasting `ttl` at most; loads (or creates) the refresh-token key.
+    pub async fn new(
+        pool: PgPool,
+        passwords: Passwords,
+        ttl: Duration,
+        throttle: ThrottlePolicy,
+    ) -> Result<Self, sqlx::Error> {
+        sqlx::query("INSERT INTO auth_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(REFRESH_KEY_NAME)
+            .bind(secret::random_bytes().to_vec())
+            .execute(&pool)
+            .await?;
+        let key: Vec<u8> = sqlx::query_scalar("SELECT secret FROM auth_secrets WHERE name = $1")
+            .bind(REFRESH_KEY_NAME)
+            .fetch_one(&pool)
+            .await?;
+        let refresh_key = key.try_into().map_err(|_| sqlx::Error::Protocol("refresh key is not 32 bytes".into()))?;
+        Ok(Self {
+            rotation: crate::store::relaxed_pool(&pool, 16),
+            sessions: bus::framework(&pool),
+            guards: bus::framework(&pool),
+            passwords,
+            refresh_key,
+            ttl,
+            throttle,
+            pool,
+        })
+    }
+
+    /// Password login. `domain` names the tenant; `None` signs in a platform user.
+    pub async fn login(
+        &self,
+        correlation_id: &str,
+        client: Option<IpAddr>,
+        domain: Option<&str>,
+        email: &str,
+        password: &str,
+    ) -> Result<SessionGrant, LoginError> {
+        let unavailable = |e: sqlx::Error| {
+            tracing::error!(error = %e, "login lookup failed");
+            LoginError::Unavailable
+        };
+        let account_key = secret::digest(&format!("{}|{}", domain.unwrap_or(""), email.trim().to_lowercase()));
+        let subjects = [
+            format!("account:{account_key}"),
+            format!("address:{}", secret::digest(&client.map(|c| c.to_string()).unwrap_or_default())),
+        ];
+        let locked: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM max(locked_until) - now())::float8 FROM login_throttle
+             WHERE subject = ANY($1) AND locked_until > now()",
+        )
+        .bind(&subjects[..])
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if let Some(seconds) = locked {
+            return Err(LoginError::Throttled { retry_after: seconds.ceil().max(1.0) as u64 });
+        }
+        let tenant: Option<(String, String)> = match domain {
+            None => Some((String::new(), "active".to_string())),
+            Some(domain) => match validate::domain(domain) {
+                None => None,
+                Some(domain) => sqlx::query_as("SELECT tenant_id, status FROM auth_tenants WHERE domain = $1")
+                    .bind(domain)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?,
+            },
+        };
+        let account: Option<Account> = match (&tenant, validate::email(email)) {
+            (Some((tenant_id, _)), Some(email)) => sqlx::query_as(
+                "SELECT u.user_id, u.role, u.status, c.hash FROM auth_users u
+                 LEFT JOIN auth_credentials c ON c.credential_id = u.credential_id
+                 WHERE COALESCE(u.tenant_id, '') = $1 AND u.email_key = lower($2)",
+            )
+            .bind(tenant_id)
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?,
+            _ => None,
+        };
+        let hash = account.as_ref().and_then(|a| a.hash.as_deref());
+        let matches = self.passwords.verify(password, hash).await.map_err(|_| LoginError::Unavailable)?;
+        let (Some(account), Some((tenant_id, tenant_status)), true) = (account, tenant, matches) else {
+            self.record_failure(correlation_id, &subjects).await?;
+            return Err(LoginError::InvalidCredentials);
+        };
+        match tenant_status.as_str() {
+            "active" => {}
+            "suspended" => return Err(LoginError::TenantNotActive("suspended")),
+            _ => return Err(LoginError::TenantNotActive("being deleted")),
+        }
+        if account.status != "active" {
+            return Err(LoginError::UserDisabled);
+        }
+        sqlx::query("DELETE FROM login_throttle WHERE subject = $1")
+            .bind(&subjects[0])
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let role: UserRole = account.role.parse().map_err(|_| LoginError::Unavailable)?;
+        let tenant_id = (!tenant_id.is_empty()).then_some(tenant_id);
+        self.open(correlation_id, &account.user_id, tenant_id, role).await
+    }
+
+    async fn open(
+        &self,
+        correlation_id: &str,
+        user_id: &str,
+        tenant_id: Option<String>,
+        role: UserRole,
+    ) -> Result<SessionGrant, LoginError> {
+        let session_id = SessionId::from_ulid(ulid::Ulid::new());
+        let user: UserId = user_id.parse().map_err(|_| LoginError::Unavailable)?;
+        let tenant: Option<TenantId> = tenant_id.as_deref().and_then(|t| t.parse().ok());
+        let ctx = CommandContext::new(
+            Actor { kind: ActorType::User, id: user_id.to_string() },
+            correlation_id.to_string(),
+            session_id.to_string(),
+        );
+        let expires_at = ctx.received_at + self.ttl;
+        let cmd = SessionCommand::Open {
+            session_id: session_id.clone(),
+            user_id: user,
+            tenant_id: tenant,
+            role,
+            expires_at,
+            at: ctx.received_at,
+        };
+        bus::execute(&self.sessions, session_id.as_str(), cmd, ctx.metadata(tenant_id.as_deref()))
+            .await
+            .map_err(|_| LoginError::Unavailable)?;
+        Ok(SessionGrant {
+            refresh_token: self.refresh_token(session_id.as_str(), 0),
+            session_id: session_id.to_string(),
+            user_id: user_id.to_string(),
+            tenant_id,
+            role,
+            expires_at,
+        })
+    }
+
+    /// Counts a failure against both subjects; a subject reaching its threshold is locked
+    /// and the lock is recorded as a `login.throttled` event.
+    async fn record_failure(&self, correlation_id: &str, subjects: &[String; 2]) -> Result<(), LoginError> {
+        let p = self.throttle;
+        for (subject, threshold, kind) in [
+            (&subjects[0], p.account_failures, ThrottledSubject::Account),
+            (&subjects[1], p.address_failures, ThrottledSubject::Address),
+        ] {
+            let row: (i32, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+                "INSERT INTO login_throttle AS t (subject, failures, last_failure_at) VALUES ($1, 1, now())
+                 ON CONFLICT (subject) DO UPDATE SET
+                   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2) THEN 1 ELSE t.failures + 1 END,
+                   last_failure_at = now()
+                 RETURNING failures, locked_until, now()",
+            )
+            .bind(subject)
+            .bind(p.window.num_seconds() as f64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "throttle update failed");
+                LoginError::Unavailable
+            })?;
+            let (failures, _, now) = row;
+            if failures < threshold || failures % threshold != 0 {
+                continue;
+            }
+            let doublings = (failures / threshold - 1).clamp(0, 16) as u32;
+            let lock = (p.base_lock * 2i32.pow(doublings)).min(p.max_lock);
+            let until = now + lock;
+            sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE subject = $1")
+                .bind(subject)
+                .bind(until)
+                .execute(&self.pool)
+                .await
+                .map_err(|_| LoginError::Unavailable)?;
+            tracing::warn!(subject = kind_name(kind), failures, seconds = lock.num_seconds(), "login throttled");
+            let ctx = CommandContext::new(Actor::system("login_guard"), correlation_id.to_string(), subject.clone());
+            let cmd = LoginGuardCommand::Throttle { subject: kind, failures: failures as u32, until, at: now };
+            if let Err(err) = bus::execute(&self.guards, subject, cmd, ctx.metadata(None)).await {
+                tracing::error!(error = %err, "throttle event not recorded");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rotates a refresh token: returns the session with the next generation's token.
+    /// A used token ends the session.
+    pub async fn refresh(&self, correlation_id: &str, token: &str) -> Result<SessionGrant, RefreshError> {
+        let (session_id, generation) = self.parse_refresh_token(token).ok_or(RefreshError::InvalidGrant)?;
+        let unavailable = |e: sqlx::Error| {
+            tracing::error!(error = %e, "refresh failed");
+            RefreshError::Unavailable
+        };
+        let rotated: Option<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE auth_sessions SET refresh_generation = refresh_generation + 1, refreshed_at = now()
+             WHERE session_id = $1 AND refresh_generation = $2 AND revoked_at IS NULL AND expires_at > now()
+             RETURNING user_id, tenant_id, role, expires_at",
+        )
+        .bind(&session_id)
+        .bind(generation)
+        .fetch_optional(&self.rotation)
+        .await
+        .map_err(unavailable)?;
+        if let Some((user_id, tenant_id, role, expires_at)) = rotated {
+            return Ok(SessionGrant {
+                refresh_token: self.refresh_token(&session_id, generation + 1),
+                role: role.parse().map_err(|_| RefreshError::Unavailable)?,
+                session_id,
+                user_id,
+                tenant_id,
+                expires_at,
+            });
+        }
+        let state: Option<(i64, bool, String, Option<String>)> = sqlx::query_as(
+            "SELECT refresh_generation, revoked_at IS NOT NULL, user_id, tenant_id FROM auth_sessions WHERE session_id = $1",
+        )
+        .bind(&session_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if let Some((current, false, user_id, tenant_id)) = state
+            && generation < current
+        {
+            tracing::warn!(session_id = %session_id, "refresh token reused; ending the session");
+            let actor = Actor { kind: ActorType::User, id: user_id };
+            let ctx = CommandContext::new(actor, correlation_id.to_string(), format!("reuse:{session_id}"));
+            self.revoke_as(&ctx, &session_id, tenant_id.as_deref(), RevokeReason::RefreshTokenReuse)
+                .await
+                .map_err(|_| RefreshError::Unavailable)?;
+        }
+        Err(RefreshError::InvalidGrant)
+    }
+
+    /// Ends a session (logout or administrative revocation); idempotent.
+    pub async fn revoke(
+        &self,
+        ctx: &CommandContext,
+        session_id: &str,
+        reason: RevokeReason,
+    ) -> Result<i64, CommandError> {
+        let tenant: Option<Option<String>> =
+            sqlx::query_scalar("SELECT tenant_id FROM auth_sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| CommandError::unavailable(&e))?;
+        let Some(tenant) = tenant else {
+            return Err(CommandError::new(bus::Failure::NotFound, "session_not_found", "session not found"));
+        };
+        self.revoke_as(ctx, session_id, tenant.as_deref(), reason).await?;
+        bus::position_of(&self.pool, ctx.command_id).await
+    }
+
+    async fn revoke_as(
+        &self,
+        ctx: &CommandContext,
+        session_id: &str,
+        tenant_id: Option<&str>,
+        reason: RevokeReason,
+    ) -> Result<(), CommandError> {
+        let cmd = SessionCommand::Revoke { reason, at: ctx.received_at };
+        bus::execute(&self.sessions, session_id, cmd, ctx.metadata(tenant_id)).await
+    }
+
+    /// The session behind a refresh token that can still be used (current generation,
+    /// session open), for introspection.
+    pub async fn inspect_refresh_token(&self, token: &str) -> Result<Option<RefreshInfo>, sqlx::Error> {
+        let Some((session_id, generation)) = self.parse_refresh_token(token) else { return Ok(None) };
+        let row: Option<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT user_id, tenant_id, role, expires_at FROM auth_sessions
+             WHERE session_id = $1 AND refresh_generation = $2 AND revoked_at IS NULL AND expires_at > now()",
+        )
+        .bind(&session_id)
+        .bind(generation)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(user_id, tenant_id, role, expires_at)| {
+            Some(RefreshInfo { session_id, user_id, tenant_id, role: role.parse().ok()?, expires_at })
+        }))
+    }
+
+    /// The session id of a well-formed, genuine refresh token (any generation).
+    pub fn session_of(&self, token: &str) -> Option<String> {
+        self.parse_refresh_token(token).map(|(session, _)| session)
+    }
+
+    fn refresh_token(&self, session_id: &str, generation: i64) -> String {
+        let body = format!("{session_id}.{generation}");
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
+        format!("{REFRESH_TOKEN_PREFIX}{body}.{mac}")
+    }
+
+    fn mac(&self, body: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.refresh_key).expect("HMAC takes any key length");
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    fn parse_refresh_token(&self, token: &str) -> Option<(String, i64)> {
+        let rest = token.strip_prefix(REFRESH_TOKEN_PREFIX).filter(|t| t.len() <= 200)?;
+        let (body, mac) = rest.rsplit_once('.')?;
+        let (session_id, generation) = body.split_once('.')?;
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).ok()?;
+        self.mac(body).verify_slice(&mac).ok()?;
+        let generation: i64 = generation.parse().ok().filter(|g| *g >= 0)?;
+        session_id.parse::<SessionId>().ok()?;
+        Some((session_id.to_string(), generation))
+    }
+}
+
+fn kind_name(kind: ThrottledSubject) -> &'static str {
+    match kind {
+        ThrottledSubject::Account => "account",
+        ThrottledSubject::Address => "address",
+    }
+}

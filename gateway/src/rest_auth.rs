@@ -1,0 +1,321 @@
+//! REST `/v1/auth/*` and `/.well-known/*`: password login, refresh, logout,
+//! introspection (RFC 7662), invitation acceptance, password reset, and what a
+//! stock JWT library needs to verify Keel's access tokens (discovery and JWKS).
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use keel_commands::bus::CommandContext;
+use keel_commands::sessions::{LoginError, RefreshError, SessionGrant};
+use keel_domain::envelope::Actor;
+use keel_domain::session::RevokeReason;
+
+use crate::auth::{AuthError, bearer};
+use crate::errors::Problem;
+use crate::rest::{AppState, CORRELATION_HEADER};
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/token", post(token))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/introspect", post(introspect))
+        .route("/v1/auth/invitations/accept", post(accept_invitation))
+        .route("/v1/auth/password-reset", post(request_reset))
+        .route("/v1/auth/password-reset/confirm", post(confirm_reset))
+}
+
+/// `POST /v1/auth/login`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The account's e-mail.
+    pub email: String,
+    /// The password.
+    pub password: String,
+    /// The tenant's domain; omitted for platform operators and auditors.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// `POST /v1/auth/token`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RefreshRequest {
+    /// The refresh token of the last grant (single use).
+    pub refresh_token: String,
+}
+
+/// `POST /v1/auth/logout` without a bearer access token.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct LogoutRequest {
+    /// A refresh token of the session to end.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /v1/auth/introspect`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct IntrospectRequest {
+    /// An access token or a refresh token.
+    pub token: String,
+}
+
+/// `POST /v1/auth/invitations/accept` and `/v1/auth/password-reset/confirm`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TokenAndPassword {
+    /// The token from the e-mail.
+    pub token: String,
+    /// The new password (the tenant's policy applies).
+    pub password: String,
+}
+
+/// `POST /v1/auth/password-reset`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ResetRequest {
+    /// The account's e-mail.
+    pub email: String,
+    /// The tenant's domain; omitted for platform users.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// A token grant.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct TokenResponse {
+    /// The JWT access token (EdDSA).
+    pub access_token: String,
+    /// The single-use refresh token.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+/// An RFC 7662 introspection answer.
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct Introspection {
+    /// Whether the token is valid and its session open.
+    pub active: bool,
+    /// `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// The user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The tenant id (absent for platform users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// The role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Expiry (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issued at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// The outcome of accepting an invitation or resetting a password.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct UserChangedResponse {
+    /// The user.
+    pub user_id: String,
+    /// Position of the event written.
+    pub position: i64,
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not the expected JSON"))
+}
+
+fn correlation(headers: &HeaderMap) -> String {
+    headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+fn grant(state: &AppState, grant: &SessionGrant) -> Result<Response, Problem> {
+    let (access_token, expires_in) =
+        state.auth.tokens().issue(grant).ok_or_else(|| Problem::internal(&"no signing key"))?;
+    let body =
+        TokenResponse { access_token, refresh_token: grant.refresh_token.clone(), token_type: "Bearer", expires_in };
+    Ok(no_store(Json(body).into_response()))
+}
+
+async fn discovery(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.auth.tokens().discovery())
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.auth.tokens().jwks()).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("max-age=60"));
+    response
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let req: LoginRequest = parse(&body)?;
+    if req.email.len() > 254 || req.password.chars().count() > keel_domain::password_policy::MAX_PASSWORD_CHARS {
+        return Err(login_problem(LoginError::InvalidCredentials));
+    }
+    let correlation = correlation(&headers);
+    let result =
+        state.sessions.login(&correlation, Some(peer.ip()), req.tenant.as_deref(), &req.email, &req.password).await;
+    match result {
+        Ok(session) => {
+            tracing::info!(session_id = %session.session_id, user_id = %session.user_id, "signed in");
+            grant(&state, &session)
+        }
+        Err(err) => {
+            tracing::info!(reason = ?std::mem::discriminant(&err), "sign-in refused");
+            Err(login_problem(err))
+        }
+    }
+}
+
+fn login_problem(err: LoginError) -> Problem {
+    match err {
+        LoginError::InvalidCredentials => {
+            Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", err.to_string())
+        }
+        LoginError::TenantNotActive(_) => Problem::new(StatusCode::FORBIDDEN, "tenant_suspended", err.to_string()),
+        LoginError::UserDisabled => Problem::new(StatusCode::FORBIDDEN, "user_disabled", err.to_string()),
+        LoginError::Throttled { retry_after } => Problem {
+            retry_after: Some(retry_after.min(u64::from(u32::MAX)) as u32),
+            ..Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", err.to_string())
+        },
+        LoginError::Unavailable => Problem::unavailable("unavailable", err.to_string(), 1),
+    }
+}
+
+async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let req: RefreshRequest = parse(&body)?;
+    match state.sessions.refresh(&correlation(&headers), &req.refresh_token).await {
+        Ok(session) => grant(&state, &session),
+        Err(err @ RefreshError::InvalidGrant) => {
+            Err(Problem::new(StatusCode::UNAUTHORIZED, "invalid_grant", err.to_string()))
+        }
+        Err(err @ RefreshError::Unavailable) => Err(Problem::unavailable("unavailable", err.to_string(), 1)),
+    }
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Problem> {
+    let access = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let session_id = match access {
+        Some(token) => match state.auth.access_token(token) {
+            Ok((_, session)) => session,
+            // Logging out of an ended session is done already.
+            Err(AuthError::SessionEnded) => return Ok(StatusCode::NO_CONTENT),
+            Err(err) => return Err(err.into()),
+        },
+        None => {
+            let req: LogoutRequest = if body.is_empty() { LogoutRequest::default() } else { parse(&body)? };
+            let token = req.refresh_token.ok_or(AuthError::Missing)?;
+            state.sessions.session_of(&token).ok_or(AuthError::Invalid)?
+        }
+    };
+    let ctx = CommandContext::new(Actor::system("logout"), correlation(&headers), format!("logout:{session_id}"));
+    state.sessions.revoke(&ctx, &session_id, RevokeReason::Logout).await?;
+    tracing::info!(session_id = %session_id, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn introspect(State(state): State<AppState>, body: Bytes) -> Result<Response, Problem> {
+    let req: IntrospectRequest = parse(&body)?;
+    let answer = if let Ok(claims) = state.auth.tokens().verify(&req.token) {
+        Introspection {
+            active: true,
+            token_type: Some("access_token"),
+            sub: Some(claims.sub.clone()),
+            tid: claims.tid.clone(),
+            role: Some(claims.role.clone()),
+            sid: Some(claims.sid.clone()),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            iss: Some(claims.iss.clone()),
+            aud: Some(claims.aud.clone()),
+        }
+    } else if let Some(info) = state.sessions.inspect_refresh_token(&req.token).await? {
+        Introspection {
+            active: true,
+            token_type: Some("refresh_token"),
+            sub: Some(info.user_id),
+            tid: info.tenant_id,
+            role: Some(info.role.as_str().to_string()),
+            sid: Some(info.session_id),
+            exp: Some(info.expires_at.timestamp()),
+            iss: Some(state.auth.tokens().issuer().to_string()),
+            ..Introspection::default()
+        }
+    } else {
+        Introspection::default()
+    };
+    Ok(no_store(Json(answer).into_response()))
+}
+
+async fn accept_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<UserChangedResponse>, Problem> {
+    let req: TokenAndPassword = parse(&body)?;
+    let ctx = CommandContext::new(Actor::system("invitation"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    let done = state.users.accept_invitation(&ctx, req.token.trim(), &req.password).await?;
+    Ok(Json(UserChangedResponse { user_id: done.user_id, position: done.position }))
+}
+
+async fn request_reset(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let req: ResetRequest = parse(&body)?;
+    let ctx =
+        CommandContext::new(Actor::system("password_reset"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    // The same answer whether or not the account exists.
+    state.users.request_password_reset(&ctx, req.tenant.as_deref(), &req.email).await?;
+    let body = serde_json::json!({ "status": "accepted", "detail": "if the account exists, a reset link was sent" });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn confirm_reset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<UserChangedResponse>, Problem> {
+    let req: TokenAndPassword = parse(&body)?;
+    let ctx =
+        CommandContext::new(Actor::system("password_reset"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    let done = state.users.reset_password(&ctx, req.token.trim(), &req.password).await?;
+    Ok(Json(UserChangedResponse { user_id: done.user_id, position: done.position }))
+}

@@ -1,0 +1,359 @@
+//! Access tokens (ADR 0009): short-lived JWTs signed with Ed25519 (EdDSA), keys
+//! published as a JWKS with an OpenID discovery document, and revocation known to
+//! every gateway within a second.
+//!
+//! Signing keys live in `auth_signing_keys`. `keel keys rotate` adds a key that is
+//! published at once but signs only from `signing_from` on, and retires the older
+//! keys once every token they signed has expired; meanwhile both verify.
+//! Each gateway reloads the keys every few seconds and polls ended sessions every
+//! 200 ms, so a revoked session's access tokens are refused (and introspect as
+//! inactive) within a second everywhere, while a stateless verifier that only checks
+//! signatures accepts them until they expire (`access_ttl`, minutes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use keel_commands::sessions::SessionGrant;
+
+/// How often ended sessions are polled.
+const REVOCATION_POLL: Duration = Duration::from_millis(200);
+/// How often signing keys are reloaded.
+const KEY_RELOAD: Duration = Duration::from_secs(5);
+/// Revocations are re-read with this overlap (transactions commit out of start order).
+const REVOCATION_OVERLAP_SECONDS: f64 = 10.0;
+/// Verified tokens remembered (then the cache starts over).
+const VERIFIED_CACHE_LIMIT: usize = 100_000;
+
+/// The claims of a Keel access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer: Keel's public URL.
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// The user's tenant; absent for platform users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// The user's role.
+    pub role: String,
+    /// The session.
+    pub sid: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Malformed, badly signed, expired, or not for this issuer and audience.
+    #[error("invalid token")]
+    Invalid,
+    /// Its session has ended (logout, revocation, role change, …).
+    #[error("session has ended")]
+    SessionEnded,
+}
+
+struct Keys {
+    signing: Option<(String, EncodingKey)>,
+    verifying: HashMap<String, DecodingKey>,
+    jwks: serde_json::Value,
+}
+
+/// Issues and verifies access tokens.
+pub struct TokenService {
+    pool: PgPool,
+    issuer: String,
+    audience: String,
+    access_ttl: chrono::Duration,
+    keys: RwLock<Keys>,
+    revoked: RwLock<HashMap<String, DateTime<Utc>>>,
+    verified: RwLock<HashMap<String, Arc<AccessClaims>>>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// A new Ed25519 key: (kid, PKCS#8 DER, base64url public key).
+fn generate_key() -> (String, Vec<u8>, String) {
+    let key = SigningKey::from_bytes(&keel_commands::secret::random_bytes());
+    let der = key.to_pkcs8_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+    let public = key.verifying_key().to_bytes();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+    let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+    (kid, der, x)
+}
+
+/// Adds a signing key. It is published at once and signs from `now + publish_ahead`;
+/// the keys it replaces retire `retire_after` later (make it at least the access-token
+/// lifetime). Returns the new key id.
+pub async fn rotate_keys(
+    pool: &PgPool,
+    publish_ahead: Duration,
+    retire_after: Duration,
+) -> Result<String, sqlx::Error> {
+    let (kid, der, x) = generate_key();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7242009)").execute(&mut *tx).await?;
+    let signing_from: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO auth_signing_keys (kid, private_pkcs8, public_x, signing_from)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING signing_from",
+    )
+    .bind(&kid)
+    .bind(der)
+    .bind(x)
+    .bind(publish_ahead.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE auth_signing_keys SET retires_at = $2 + make_interval(secs => $3)
+         WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2 + make_interval(secs => $3))",
+    )
+    .bind(&kid)
+    .bind(signing_from)
+    .bind(retire_after.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(kid)
+}
+
+/// Creates the first signing key if there is none.
+pub async fn ensure_key(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7242009)").execute(&mut *tx).await?;
+    let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_signing_keys)").fetch_one(&mut *tx).await?;
+    if !any {
+        let (kid, der, x) = generate_key();
+        sqlx::query(
+            "INSERT INTO auth_signing_keys (kid, private_pkcs8, public_x, signing_from) VALUES ($1, $2, $3, now())",
+        )
+        .bind(kid)
+        .bind(der)
+        .bind(x)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+impl TokenService {
+    /// A token service for `issuer` (Keel's public URL) and `audience`; creates the first
+    /// key if needed and loads keys and ended sessions.
+    pub async fn new(
+        pool: PgPool,
+        issuer: &str,
+        audience: &str,
+        access_ttl: chrono::Duration,
+    ) -> Result<Self, sqlx::Error> {
+        ensure_key(&pool).await?;
+        let service = Self {
+            pool,
+            issuer: issuer.trim_end_matches('/').to_string(),
+            audience: audience.to_string(),
+            access_ttl,
+            keys: RwLock::new(Keys { signing: None, verifying: HashMap::new(), jwks: serde_json::json!({"keys": []}) }),
+            revoked: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
+        };
+        service.reload_keys().await?;
+        let all: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT session_id, expires_at FROM auth_sessions WHERE revoked_at IS NOT NULL AND expires_at > now()",
+        )
+        .fetch_all(&service.pool)
+        .await?;
+        service.revoked.write().map_err(|_| poisoned())?.extend(all);
+        Ok(service)
+    }
+
+    /// The issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Access-token lifetime.
+    pub fn access_ttl(&self) -> chrono::Duration {
+        self.access_ttl
+    }
+
+    /// Keeps keys and revocations current until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut since: Option<DateTime<Utc>> = None;
+        let mut last_keys = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(REVOCATION_POLL) => {}
+            }
+            match self.poll_revocations(since).await {
+                Ok(now) => since = Some(now),
+                Err(err) => tracing::warn!(error = %err, "revocation poll failed"),
+            }
+            if last_keys.elapsed() >= KEY_RELOAD {
+                last_keys = tokio::time::Instant::now();
+                if let Err(err) = self.reload_keys().await {
+                    tracing::warn!(error = %err, "signing key reload failed");
+                }
+            }
+        }
+    }
+
+    async fn poll_revocations(&self, since: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, sqlx::Error> {
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await?;
+        let since = since.unwrap_or(now);
+        let ended: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT session_id, expires_at FROM auth_sessions
+             WHERE revoked_at >= $1 - make_interval(secs => $2)",
+        )
+        .bind(since)
+        .bind(REVOCATION_OVERLAP_SECONDS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut revoked = self.revoked.write().map_err(|_| poisoned())?;
+        revoked.extend(ended);
+        revoked.retain(|_, expires| *expires > now - chrono::Duration::minutes(1));
+        Ok(now)
+    }
+
+    /// Reloads the signing keys.
+    pub async fn reload_keys(&self) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, Vec<u8>, String, bool)> = sqlx::query_as(
+            "SELECT kid, private_pkcs8, public_x, signing_from <= now() FROM auth_signing_keys
+             WHERE retires_at IS NULL OR retires_at > now() ORDER BY signing_from DESC, created_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = Keys { signing: None, verifying: HashMap::new(), jwks: serde_json::Value::Null };
+        let mut published = Vec::new();
+        for (kid, der, x, signs) in rows {
+            if signs && keys.signing.is_none() {
+                keys.signing = Some((kid.clone(), EncodingKey::from_ed_der(&der)));
+            }
+            if let Ok(decoding) = DecodingKey::from_ed_components(&x) {
+                keys.verifying.insert(kid.clone(), decoding);
+            }
+            published.push(serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"
+            }));
+        }
+        keys.jwks = serde_json::json!({ "keys": published });
+        *self.keys.write().map_err(|_| poisoned())? = keys;
+        // A retired key's tokens must stop verifying: forget what was verified with the old set.
+        self.verified.write().map_err(|_| poisoned())?.clear();
+        Ok(())
+    }
+
+    /// The JSON Web Key Set.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.read().map(|k| k.jwks.clone()).unwrap_or_default()
+    }
+
+    /// The OpenID Connect discovery document.
+    pub fn discovery(&self) -> serde_json::Value {
+        let base = &self.issuer;
+        serde_json::json!({
+            "issuer": base,
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "token_endpoint": format!("{base}/v1/auth/token"),
+            "introspection_endpoint": format!("{base}/v1/auth/introspect"),
+            "revocation_endpoint": format!("{base}/v1/auth/logout"),
+            "grant_types_supported": ["password", "refresh_token"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "tid", "role", "sid"],
+        })
+    }
+
+    /// Signs an access token for `grant`; returns it with its lifetime in seconds.
+    pub fn issue(&self, grant: &SessionGrant) -> Option<(String, i64)> {
+        let now = Utc::now();
+        let exp = (now + self.access_ttl).min(grant.expires_at);
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: grant.user_id.clone(),
+            aud: self.audience.clone(),
+            exp: exp.timestamp(),
+            iat: now.timestamp(),
+            tid: grant.tenant_id.clone(),
+            role: grant.role.as_str().to_string(),
+            sid: grant.session_id.clone(),
+        };
+        let keys = self.keys.read().ok()?;
+        let (kid, key) = keys.signing.as_ref()?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, key).ok()?;
+        Some((token, (exp - now).num_seconds().max(0)))
+    }
+
+    /// Verifies an access token: signature by a published key, issuer, audience, expiry,
+    /// and that its session has not ended.
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        let cached = self.verified.read().ok().and_then(|c| c.get(token).cloned());
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature(token)?);
+                if let Ok(mut cache) = self.verified.write() {
+                    if cache.len() >= VERIFIED_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.insert(token.to_string(), claims.clone());
+                }
+                claims
+            }
+        };
+        if claims.exp <= Utc::now().timestamp() {
+            return Err(TokenError::Invalid);
+        }
+        if self.is_ended(&claims.sid) {
+            return Err(TokenError::SessionEnded);
+        }
+        Ok(claims)
+    }
+
+    /// Whether the session is known to have ended.
+    pub fn is_ended(&self, session_id: &str) -> bool {
+        self.revoked.read().map(|r| r.contains_key(session_id)).unwrap_or(true)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if token.len() > 4096 {
+            return Err(TokenError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        let keys = self.keys.read().map_err(|_| TokenError::Invalid)?;
+        let key = keys.verifying.get(&kid).ok_or(TokenError::Invalid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map(|d| d.claims).map_err(|_| TokenError::Invalid)
+    }
+}
+
+fn poisoned() -> sqlx::Error {
+    sqlx::Error::Protocol("lock poisoned".into())
+}
