@@ -28,6 +28,16 @@ pub mod end_reason {
     pub const TENANT_DELETED: &str = "tenant_deleted";
 }
 
+/// Whether `event` changes the index (else its commit needs no index work).
+pub fn affects(event: &SerializedEvent) -> bool {
+    match event.aggregate_type.as_str() {
+        tenant::AGGREGATE_TYPE => event.event_type != "tenant.plan_changed",
+        directory::AGGREGATE_TYPE => event.event_type != "directory.policy_set",
+        session::AGGREGATE_TYPE => true,
+        _ => false,
+    }
+}
+
 /// Applies one just-appended event to the index (a no-op for other aggregates).
 pub async fn apply(tx: &mut PgConnection, event: &SerializedEvent) -> Result<(), sqlx::Error> {
     match event.aggregate_type.as_str() {
@@ -61,12 +71,10 @@ async fn apply_tenant(tx: &mut PgConnection, tenant_id: &str, event: TenantEvent
             .await?;
         }
         TenantEvent::Suspended { .. } => {
-            status("suspended").execute(&mut *tx).await?;
-            end_tenant_sessions(tx, tenant_id, end_reason::TENANT_SUSPENDED).await?;
+            end_tenant_sessions(tx, tenant_id, "suspended", end_reason::TENANT_SUSPENDED).await?;
         }
         TenantEvent::DeletionRequested { .. } => {
-            status("pending_deletion").execute(&mut *tx).await?;
-            end_tenant_sessions(tx, tenant_id, end_reason::TENANT_DELETED).await?;
+            end_tenant_sessions(tx, tenant_id, "pending_deletion", end_reason::TENANT_DELETED).await?;
         }
         TenantEvent::Reactivated {} => {
             status("active").execute(&mut *tx).await?;
@@ -254,12 +262,20 @@ async fn apply_session(tx: &mut PgConnection, event: SessionEvent) -> Result<(),
     Ok(())
 }
 
-async fn end_tenant_sessions(tx: &mut PgConnection, tenant_id: &str, reason: &str) -> Result<(), sqlx::Error> {
+/// Sets the tenant's status and ends its sessions, in one statement.
+async fn end_tenant_sessions(
+    tx: &mut PgConnection,
+    tenant_id: &str,
+    status: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE auth_sessions SET revoked_at = now(), revoke_reason = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
+        "WITH tenant AS (UPDATE auth_tenants SET status = $3 WHERE tenant_id = $1)
+         UPDATE auth_sessions SET revoked_at = now(), revoke_reason = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
     )
     .bind(tenant_id)
     .bind(reason)
+    .bind(status)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -1,13 +1,17 @@
 //! Password hashing: argon2id with the OWASP parameters (19 MiB, 2 iterations,
-//! 1 lane), run on the blocking pool with a bound on concurrent hashes so that
-//! logins never stall the async workers and a burst cannot exhaust memory.
+//! 1 lane), on a fixed pool of hashing threads (one per core by default), so that
+//! logins never stall the async workers, a burst only queues, and each thread
+//! reuses its own 19 MiB of working memory instead of mapping fresh pages per hash.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 
 /// Memory cost in KiB (19 MiB).
 pub const MEMORY_KIB: u32 = 19 * 1024;
@@ -15,6 +19,8 @@ pub const MEMORY_KIB: u32 = 19 * 1024;
 pub const ITERATIONS: u32 = 2;
 /// Lanes.
 pub const LANES: u32 = 1;
+/// Length of the hash output.
+const OUTPUT_LEN: usize = 32;
 
 /// Why hashing failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,45 +28,121 @@ pub enum PasswordError {
     /// The stored hash is not a PHC string Keel can read.
     #[error("stored password hash is malformed")]
     MalformedHash,
-    /// The hashing task did not finish (the runtime is shutting down).
+    /// The hashing threads are gone (the process is shutting down).
     #[error("password hashing was interrupted")]
     Interrupted,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Hashes and verifies passwords off the async workers.
 #[derive(Debug, Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// A hash of a random password, verified against when the account is unknown so that
     /// unknown e-mails and wrong passwords take the same time.
     decoy: Arc<str>,
 }
 
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+fn params() -> Params {
+    Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(OUTPUT_LEN)).unwrap_or_default()
+}
+
+thread_local! {
+    /// This thread's argon2 working memory, kept between hashes.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 into `out`, in this thread's reused working memory.
+fn compute(
+    argon2: &Argon2<'_>,
+    blocks: usize,
+    password: &str,
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), PasswordError> {
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon2
+            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+            .map_err(|_| PasswordError::MalformedHash)
+    })
 }
 
 /// Hashes `password` on the current thread (a PHC string with a fresh salt).
 pub fn hash_blocking(password: &str) -> String {
+    let params = params();
     let salt = SaltString::generate(&mut OsRng);
-    argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
+    let mut salt_bytes = [0u8; 64];
+    let mut out = [0u8; OUTPUT_LEN];
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let hashed = salt
+        .decode_b64(&mut salt_bytes)
+        .ok()
+        .and_then(|raw| compute(&argon2, params.block_count(), password, raw, &mut out).ok())
+        .and_then(|()| Output::new(&out).ok());
+    let Some(output) = hashed else { return String::new() };
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params).try_into().unwrap_or_default(),
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    hash.to_string()
 }
 
 /// Whether `password` matches the PHC string `hash`, on the current thread.
 pub fn verify_blocking(password: &str, hash: &str) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(hash).map_err(|_| PasswordError::MalformedHash)?;
-    Ok(argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| PasswordError::MalformedHash)?;
+    let version = parsed.version.map(Version::try_from).transpose().map_err(|_| PasswordError::MalformedHash)?;
+    let expected = parsed.hash.ok_or(PasswordError::MalformedHash)?;
+    let params = Params::try_from(&parsed).map_err(|_| PasswordError::MalformedHash)?;
+    let mut salt = [0u8; 64];
+    let salt = parsed
+        .salt
+        .ok_or(PasswordError::MalformedHash)?
+        .decode_b64(&mut salt)
+        .map_err(|_| PasswordError::MalformedHash)?;
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    compute(&argon2, blocks, password, salt, &mut out)?;
+    Ok(bool::from(out.ct_eq(expected.as_bytes())))
 }
 
 impl Passwords {
-    /// At most `concurrency` hashes at once (the number of cores is a good choice).
-    pub fn new(concurrency: usize) -> Self {
+    /// A pool of `threads` hashing threads.
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new().name(format!("keel-argon2-{n}")).spawn(move || {
+                loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "could not start a hashing thread");
+            }
+        }
         let decoy = hash_blocking(&uuid::Uuid::new_v4().to_string());
-        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), decoy: decoy.into() }
+        Self { jobs, decoy: decoy.into() }
     }
 
-    /// At most one hash per core.
+    /// One hashing thread per core.
     pub fn per_core() -> Self {
         Self::new(std::thread::available_parallelism().map(usize::from).unwrap_or(2))
     }
@@ -84,8 +166,9 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Interrupted)?;
-        tokio::task::spawn_blocking(work).await.map_err(|_| PasswordError::Interrupted)?
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Box::new(move || drop(tx.send(work())))).map_err(|_| PasswordError::Interrupted)?;
+        rx.await.map_err(|_| PasswordError::Interrupted)?
     }
 }
 

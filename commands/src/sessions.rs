@@ -136,7 +136,35 @@ pub struct Sessions {
     throttle: ThrottlePolicy,
 }
 
+/// What a login needs, in one statement: $1 both throttle subjects, $2 the account's,
+/// $3 the tenant domain (NULL for platform users), $4 the e-mail.
+const LOOKUP: &str = "
+    WITH tenant AS (SELECT tenant_id, status FROM auth_tenants WHERE domain = $3)
+    SELECT
+        (SELECT EXTRACT(EPOCH FROM max(locked_until) - now())::float8 FROM login_throttle
+          WHERE subject = ANY($1) AND locked_until > now()) AS locked_for,
+        EXISTS (SELECT 1 FROM login_throttle WHERE subject = $2) AS account_failures,
+        (SELECT tenant_id FROM tenant) AS tenant_id,
+        (SELECT status FROM tenant) AS tenant_status,
+        u.user_id, u.role, u.status, c.hash
+    FROM (SELECT 1) AS one
+    LEFT JOIN auth_users u
+           ON COALESCE(u.tenant_id, '') = COALESCE((SELECT tenant_id FROM tenant), CASE WHEN $3::text IS NULL THEN '' END)
+          AND u.email_key = lower($4)
+    LEFT JOIN auth_credentials c ON c.credential_id = u.credential_id";
+
 #[derive(sqlx::FromRow)]
+struct Lookup {
+    locked_for: Option<f64>,
+    account_failures: bool,
+    tenant_id: Option<String>,
+    tenant_status: Option<String>,
+    user_id: Option<String>,
+    role: Option<String>,
+    status: Option<String>,
+    hash: Option<String>,
+}
+
 struct Account {
     user_id: String,
     role: String,
@@ -192,41 +220,30 @@ impl Sessions {
             format!("account:{account_key}"),
             format!("address:{}", secret::digest(&client.map(|c| c.to_string()).unwrap_or_default())),
         ];
-        let locked: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM max(locked_until) - now())::float8 FROM login_throttle
-             WHERE subject = ANY($1) AND locked_until > now()",
-        )
-        .bind(&subjects[..])
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if let Some(seconds) = locked {
+        // One round trip: the locks of both subjects, the tenant, the account and its hash.
+        let domain = domain.map(|raw| validate::domain(raw).unwrap_or_default());
+        let found: Lookup = sqlx::query_as(LOOKUP)
+            .bind(&subjects[..])
+            .bind(&subjects[0])
+            .bind(domain.as_deref())
+            .bind(validate::email(email).unwrap_or_default())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        if let Some(seconds) = found.locked_for {
             return Err(LoginError::Throttled { retry_after: seconds.ceil().max(1.0) as u64 });
         }
-        let tenant: Option<(String, String)> = match domain {
-            None => Some((String::new(), "active".to_string())),
-            Some(domain) => match validate::domain(domain) {
-                None => None,
-                Some(domain) => sqlx::query_as("SELECT tenant_id, status FROM auth_tenants WHERE domain = $1")
-                    .bind(domain)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?,
-            },
-        };
-        let account: Option<Account> = match (&tenant, validate::email(email)) {
-            (Some((tenant_id, _)), Some(email)) => sqlx::query_as(
-                "SELECT u.user_id, u.role, u.status, c.hash FROM auth_users u
-                 LEFT JOIN auth_credentials c ON c.credential_id = u.credential_id
-                 WHERE COALESCE(u.tenant_id, '') = $1 AND u.email_key = lower($2)",
-            )
-            .bind(tenant_id)
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?,
+        let tenant = match (&domain, found.tenant_id, found.tenant_status) {
+            (None, _, _) => Some((String::new(), "active".to_string())),
+            (Some(_), Some(id), Some(status)) => Some((id, status)),
             _ => None,
         };
+        let account = found.user_id.zip(found.role).zip(found.status).map(|((user_id, role), status)| Account {
+            user_id,
+            role,
+            status,
+            hash: found.hash,
+        });
         let hash = account.as_ref().and_then(|a| a.hash.as_deref());
         let matches = self.passwords.verify(password, hash).await.map_err(|_| LoginError::Unavailable)?;
         let (Some(account), Some((tenant_id, tenant_status)), true) = (account, tenant, matches) else {
@@ -241,11 +258,13 @@ impl Sessions {
         if account.status != "active" {
             return Err(LoginError::UserDisabled);
         }
-        sqlx::query("DELETE FROM login_throttle WHERE subject = $1")
-            .bind(&subjects[0])
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        if found.account_failures {
+            sqlx::query("DELETE FROM login_throttle WHERE subject = $1")
+                .bind(&subjects[0])
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        }
         let role: UserRole = account.role.parse().map_err(|_| LoginError::Unavailable)?;
         let tenant_id = (!tenant_id.is_empty()).then_some(tenant_id);
         self.open(correlation_id, &account.user_id, tenant_id, role).await

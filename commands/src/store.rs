@@ -32,17 +32,21 @@ impl KeelEventRepository {
     }
 
     async fn append(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(APPEND)
+        let insert = sqlx::query(APPEND)
             .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+            .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
+        if !events.iter().any(crate::identity_index::affects) {
+            // One statement is its own transaction: one round trip.
+            insert.execute(&self.pool).await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert.execute(&mut *tx).await?;
         for event in events {
             crate::identity_index::apply(&mut tx, event).await?;
         }

@@ -180,22 +180,43 @@ impl UserCommands {
         token: &str,
         password: &str,
     ) -> Result<UserChanged, CommandError> {
-        let token_hash = secret::digest(token);
-        let user: Option<IndexedUser> = sqlx::query_as(
-            "SELECT user_id, tenant_id, status FROM auth_users WHERE invitation_hash = $1 AND status = 'invited'",
+        let lookup =
+            "SELECT user_id, tenant_id, status FROM auth_users WHERE invitation_hash = $1 AND status = 'invited'";
+        self.set_password_by_token(
+            ctx,
+            lookup,
+            token,
+            password,
+            DirectoryError::InvitationInvalid,
+            |token_hash, credential_id, at| DirectoryCommand::AcceptInvitation { token_hash, credential_id, at },
         )
-        .bind(&token_hash)
-        .fetch_optional(&self.pool)
         .await
-        .map_err(|e| CommandError::unavailable(&e))?;
-        let user = user.ok_or_else(|| CommandError::domain(&DirectoryError::InvitationInvalid))?;
+    }
+
+    /// Sets a password with a mailed token: finds its user with `lookup` (by token digest),
+    /// checks the tenant's policy, stores the hash, then runs the directory command.
+    async fn set_password_by_token(
+        &self,
+        ctx: &CommandContext,
+        lookup: &str,
+        token: &str,
+        password: &str,
+        unknown: DirectoryError,
+        command: impl FnOnce(String, Uuid, DateTime<Utc>) -> DirectoryCommand,
+    ) -> Result<UserChanged, CommandError> {
+        let token_hash = secret::digest(token);
+        let user: Option<IndexedUser> = sqlx::query_as(lookup)
+            .bind(&token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| CommandError::unavailable(&e))?;
+        let user = user.ok_or_else(|| CommandError::domain(&unknown))?;
         let directory_id = user.tenant_id.clone().unwrap_or_else(|| PLATFORM.to_string());
         let directory = self.load(&directory_id).await?;
         directory.password_policy().check(password).map_err(|e| CommandError::domain(&e))?;
         let credential_id = self.store_credential(&user.user_id, password).await?;
         let ctx = as_user(ctx, &user.user_id);
-        let cmd = DirectoryCommand::AcceptInvitation { token_hash, credential_id, at: ctx.received_at };
-        self.execute(&ctx, &directory_id, cmd).await?;
+        self.execute(&ctx, &directory_id, command(token_hash, credential_id, ctx.received_at)).await?;
         self.changed(&ctx, &user.user_id).await
     }
 
@@ -306,22 +327,16 @@ impl UserCommands {
         token: &str,
         password: &str,
     ) -> Result<UserChanged, CommandError> {
-        let token_hash = secret::digest(token);
-        let user: Option<IndexedUser> =
-            sqlx::query_as("SELECT user_id, tenant_id, status FROM auth_users WHERE reset_hash = $1")
-                .bind(&token_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| CommandError::unavailable(&e))?;
-        let user = user.ok_or_else(|| CommandError::domain(&DirectoryError::ResetInvalid))?;
-        let directory_id = user.tenant_id.clone().unwrap_or_else(|| PLATFORM.to_string());
-        let directory = self.load(&directory_id).await?;
-        directory.password_policy().check(password).map_err(|e| CommandError::domain(&e))?;
-        let credential_id = self.store_credential(&user.user_id, password).await?;
-        let ctx = as_user(ctx, &user.user_id);
-        let cmd = DirectoryCommand::ResetPassword { token_hash, credential_id, at: ctx.received_at };
-        self.execute(&ctx, &directory_id, cmd).await?;
-        self.changed(&ctx, &user.user_id).await
+        let lookup = "SELECT user_id, tenant_id, status FROM auth_users WHERE reset_hash = $1";
+        self.set_password_by_token(
+            ctx,
+            lookup,
+            token,
+            password,
+            DirectoryError::ResetInvalid,
+            |token_hash, credential_id, at| DirectoryCommand::ResetPassword { token_hash, credential_id, at },
+        )
+        .await
     }
 
     /// Creates a platform operator or auditor with a password (the platform's policy applies).

@@ -6,14 +6,13 @@
 //! durable commits (fsync and synchronous_commit on) for the run.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_gateway::proto::{ProvisionTenantRequest, ReactivateTenantRequest, SuspendTenantRequest};
-use keel_tests::{TestEnv, eventually};
+use keel_tests::TestEnv;
+use keel_tests::bench::{Keel, authed, ms, percentile};
 use tonic::transport::Channel;
 
 const TENANTS: usize = 1000;
@@ -30,45 +29,6 @@ fn lag_rate() -> u64 {
     std::env::var("KEEL_BENCH_LAG_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
 }
 const LAG_SECONDS: u64 = 10;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    request
-}
-
-/// Peak resident memory of a process, from /proc (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-struct Keel(Child);
-
-impl Drop for Keel {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Alternates suspend and reactivate on one tenant; returns the command's latency and position.
 async fn toggle(
@@ -93,38 +53,11 @@ async fn toggle(
 async fn main() {
     let env = TestEnv::with_partitions(12).await;
     let owner = env.owner_pool().await;
-    for setting in
-        ["ALTER SYSTEM SET fsync = on", "ALTER SYSTEM SET synchronous_commit = on", "SELECT pg_reload_conf()"]
-    {
-        sqlx::query(setting).execute(&owner).await.expect("durable commits");
-    }
+    keel_tests::bench::durable_commits(&owner).await;
     let token = env.operator_token().await;
-    let (rest_port, grpc_port) = (free_port(), free_port());
-    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/keel");
-    let child = Command::new(&binary)
-        .arg("serve")
-        .env("KEEL_DATABASE_URL", &env.app_url)
-        .env("KEEL_KAFKA_BROKERS", &env.brokers)
-        .env("KEEL_EVENTS_TOPIC", &env.topic)
-        .env("KEEL_REST_ADDR", format!("127.0.0.1:{rest_port}"))
-        .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
-        .env("KEEL_DB_POOL_SIZE", std::env::var("KEEL_BENCH_POOL").unwrap_or_else(|_| "16".into()))
-        .env("KEEL_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("run {} (build it with `cargo build --release -p keel-gateway`): {e}", binary.display())
-        });
-    let keel = Keel(child);
-    let pid = keel.0.id();
-    let http = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(60), || async {
-        http.get(format!("http://127.0.0.1:{rest_port}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    assert!(ready, "keel became ready");
+    let pool_size = std::env::var("KEEL_BENCH_POOL").unwrap_or_else(|_| "16".into());
+    let keel = Keel::start(&env, &pool_size).await;
+    let grpc_port = keel.grpc_port;
     let channel =
         Channel::from_shared(format!("http://127.0.0.1:{grpc_port}")).expect("uri").connect().await.expect("connect");
     let token = Arc::new(token);
@@ -278,7 +211,7 @@ async fn main() {
         ms(percentile(&lags, 0.99)),
         ms(lags.last().copied().unwrap_or_default()),
     );
-    println!("keel process peak memory (VmHWM): {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    println!("keel process peak memory (VmHWM): {:.1} MiB", keel.peak_rss_mib());
     drop(keel);
 
     // Replay: rebuild the registry from offset 0 (same code as `keel replay`).

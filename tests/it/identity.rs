@@ -376,6 +376,16 @@ async fn every_revocation_trigger_ends_sessions_at_once() {
     let reactivate = ReactivateTenantRequest { tenant_id: tenant_id.clone(), idempotency_key: key() };
     tenants.reactivate_tenant(authed(reactivate, &operator)).await.expect("reactivate");
     rest.tokens(&format!("owner@{domain}.example.com"), PASSWORD, Some(&domain)).await;
+
+    // None of the secrets of all this reached the event log.
+    let owner = env.owner_pool().await;
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE (payload::text || metadata::text) ~ '(argon2|keel_inv_|keel_pwr_|keel_rt_|eyJ)'",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "no password hash or token in any event");
     keel.stop().await;
 }
 

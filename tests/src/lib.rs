@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub mod bench;
+
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
