@@ -81,6 +81,8 @@ pub enum Failure {
     PermissionDenied,
     /// The target was permanently removed.
     Gone,
+    /// Too many attempts (brute-force protection); retry later.
+    ResourceExhausted,
     /// Lost too many concurrency races; retry.
     Aborted,
     /// A dependency (the database) is unavailable; retry.
@@ -133,7 +135,7 @@ impl CommandError {
 
     /// Whether a retry may succeed (so the outcome must not be remembered).
     pub fn is_transient(&self) -> bool {
-        matches!(self.failure, Failure::Aborted | Failure::Unavailable | Failure::Internal)
+        matches!(self.failure, Failure::Aborted | Failure::Unavailable | Failure::Internal | Failure::ResourceExhausted)
     }
 }
 

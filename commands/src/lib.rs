@@ -14,4 +14,5 @@ pub mod secret;
 pub mod sessions;
 pub mod store;
 pub mod tenants;
+pub mod throttle;
 pub mod users;

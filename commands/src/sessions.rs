@@ -19,44 +19,18 @@ use sqlx::PgPool;
 use keel_domain::directory::UserRole;
 use keel_domain::envelope::{Actor, ActorType};
 use keel_domain::ids::{SessionId, TenantId, UserId};
-use keel_domain::login_guard::{LoginGuard, LoginGuardCommand, ThrottledSubject};
+use keel_domain::login_guard::ThrottledSubject;
 use keel_domain::session::{RevokeReason, Session, SessionCommand};
 use keel_domain::validate;
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::passwords::Passwords;
 use crate::secret;
+use crate::throttle::{Throttle, ThrottlePolicy};
 
 /// Prefix of refresh tokens.
 pub const REFRESH_TOKEN_PREFIX: &str = "keel_rt_";
 const REFRESH_KEY_NAME: &str = "refresh_token_mac";
-
-/// Brute-force protection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ThrottlePolicy {
-    /// Consecutive failures of one account before it is locked.
-    pub account_failures: i32,
-    /// Failures from one client address before it is throttled.
-    pub address_failures: i32,
-    /// The first lock's length; each further lock doubles it.
-    pub base_lock: Duration,
-    /// The longest lock.
-    pub max_lock: Duration,
-    /// Failures older than this are forgotten.
-    pub window: Duration,
-}
-
-impl Default for ThrottlePolicy {
-    fn default() -> Self {
-        Self {
-            account_failures: 5,
-            address_failures: 20,
-            base_lock: Duration::seconds(30),
-            max_lock: Duration::minutes(15),
-            window: Duration::minutes(15),
-        }
-    }
-}
 
 /// Why a login failed. The first three are all a caller learns about credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,11 +103,10 @@ pub struct Sessions {
     pool: PgPool,
     rotation: PgPool,
     sessions: Framework<Session>,
-    guards: Framework<LoginGuard>,
     passwords: Passwords,
     refresh_key: [u8; 32],
     ttl: Duration,
-    throttle: ThrottlePolicy,
+    throttle: Throttle,
 }
 
 /// What a login needs, in one statement: $1 both throttle subjects, $2 the account's,
@@ -193,11 +166,10 @@ impl Sessions {
         Ok(Self {
             rotation: crate::store::relaxed_pool(&pool, 16),
             sessions: bus::framework(&pool),
-            guards: bus::framework(&pool),
             passwords,
             refresh_key,
             ttl,
-            throttle,
+            throttle: Throttle::new(pool.clone(), throttle),
             pool,
         })
     }
@@ -247,7 +219,9 @@ impl Sessions {
         let hash = account.as_ref().and_then(|a| a.hash.as_deref());
         let matches = self.passwords.verify(password, hash).await.map_err(|_| LoginError::Unavailable)?;
         let (Some(account), Some((tenant_id, tenant_status)), true) = (account, tenant, matches) else {
-            self.record_failure(correlation_id, &subjects).await?;
+            let failed =
+                [(subjects[0].as_str(), ThrottledSubject::Account), (subjects[1].as_str(), ThrottledSubject::Address)];
+            self.throttle.record_failure(correlation_id, &failed).await.map_err(unavailable)?;
             return Err(LoginError::InvalidCredentials);
         };
         match tenant_status.as_str() {
@@ -259,11 +233,7 @@ impl Sessions {
             return Err(LoginError::UserDisabled);
         }
         if found.account_failures {
-            sqlx::query("DELETE FROM login_throttle WHERE subject = $1")
-                .bind(&subjects[0])
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
+            self.throttle.clear(&subjects[0]).await.map_err(unavailable)?;
         }
         let role: UserRole = account.role.parse().map_err(|_| LoginError::Unavailable)?;
         let tenant_id = (!tenant_id.is_empty()).then_some(tenant_id);
@@ -305,52 +275,6 @@ impl Sessions {
             role,
             expires_at,
         })
-    }
-
-    /// Counts a failure against both subjects; a subject reaching its threshold is locked
-    /// and the lock is recorded as a `login.throttled` event.
-    async fn record_failure(&self, correlation_id: &str, subjects: &[String; 2]) -> Result<(), LoginError> {
-        let p = self.throttle;
-        for (subject, threshold, kind) in [
-            (&subjects[0], p.account_failures, ThrottledSubject::Account),
-            (&subjects[1], p.address_failures, ThrottledSubject::Address),
-        ] {
-            let row: (i32, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
-                "INSERT INTO login_throttle AS t (subject, failures, last_failure_at) VALUES ($1, 1, now())
-                 ON CONFLICT (subject) DO UPDATE SET
-                   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2) THEN 1 ELSE t.failures + 1 END,
-                   last_failure_at = now()
-                 RETURNING failures, locked_until, now()",
-            )
-            .bind(subject)
-            .bind(p.window.num_seconds() as f64)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "throttle update failed");
-                LoginError::Unavailable
-            })?;
-            let (failures, _, now) = row;
-            if failures < threshold || failures % threshold != 0 {
-                continue;
-            }
-            let doublings = (failures / threshold - 1).clamp(0, 16) as u32;
-            let lock = (p.base_lock * 2i32.pow(doublings)).min(p.max_lock);
-            let until = now + lock;
-            sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE subject = $1")
-                .bind(subject)
-                .bind(until)
-                .execute(&self.pool)
-                .await
-                .map_err(|_| LoginError::Unavailable)?;
-            tracing::warn!(subject = kind_name(kind), failures, seconds = lock.num_seconds(), "login throttled");
-            let ctx = CommandContext::new(Actor::system("login_guard"), correlation_id.to_string(), subject.clone());
-            let cmd = LoginGuardCommand::Throttle { subject: kind, failures: failures as u32, until, at: now };
-            if let Err(err) = bus::execute(&self.guards, subject, cmd, ctx.metadata(None)).await {
-                tracing::error!(error = %err, "throttle event not recorded");
-            }
-        }
-        Ok(())
     }
 
     /// Rotates a refresh token: returns the session with the next generation's token.
@@ -475,12 +399,5 @@ impl Sessions {
         let generation: i64 = generation.parse().ok().filter(|g| *g >= 0)?;
         session_id.parse::<SessionId>().ok()?;
         Some((session_id.to_string(), generation))
-    }
-}
-
-fn kind_name(kind: ThrottledSubject) -> &'static str {
-    match kind {
-        ThrottledSubject::Account => "account",
-        ThrottledSubject::Address => "address",
     }
 }

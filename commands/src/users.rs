@@ -14,6 +14,7 @@ use keel_domain::directory::{
 };
 use keel_domain::envelope::{Actor, ActorType};
 use keel_domain::ids::{TenantId, UserId};
+use keel_domain::login_guard::ThrottledSubject;
 use keel_domain::validate;
 
 use crate::bus::{self, CommandContext, CommandError, Failure, Framework};
@@ -22,6 +23,7 @@ use crate::mail::{Mail, Mailer};
 use crate::passwords::Passwords;
 use crate::secret;
 use crate::store::KeelEventRepository;
+use crate::throttle::{Throttle, ThrottlePolicy};
 
 /// Prefix of invitation tokens.
 pub const INVITATION_TOKEN_PREFIX: &str = "keel_inv_";
@@ -48,6 +50,7 @@ pub struct UserCommands {
     passwords: Passwords,
     mailer: Option<Mailer>,
     public_url: String,
+    throttle: Throttle,
 }
 
 /// A user of the identity index, as the services need it.
@@ -69,6 +72,7 @@ impl UserCommands {
             passwords,
             mailer,
             public_url: public_url.trim_end_matches('/').to_string(),
+            throttle: Throttle::new(pool.clone(), ThrottlePolicy::default()),
             pool,
         }
     }
@@ -262,14 +266,24 @@ impl UserCommands {
         .await
         .map_err(|e| CommandError::unavailable(&e))?;
         let (tenant_id, hash) = row.ok_or_else(|| CommandError::domain(&DirectoryError::UserNotFound))?;
+        // Guessing the current password is throttled like sign-in.
+        let subject = format!("password_change:{}", secret::digest(user_id.as_str()));
+        let unavailable = |e: sqlx::Error| CommandError::unavailable(&e);
+        if let Some(seconds) = self.throttle.locked_for(std::slice::from_ref(&subject)).await.map_err(unavailable)? {
+            let message = format!("too many wrong passwords; retry in {seconds} s");
+            return Err(CommandError::new(Failure::ResourceExhausted, "too_many_attempts", message));
+        }
         let matches = self.passwords.verify(current, hash.as_deref()).await.map_err(|e| hashing_failed(&e))?;
         if !matches {
+            let failed = [(subject.as_str(), ThrottledSubject::Account)];
+            self.throttle.record_failure(&ctx.correlation_id, &failed).await.map_err(unavailable)?;
             return Err(CommandError::new(
                 Failure::PermissionDenied,
                 "invalid_credentials",
                 "the current password is wrong",
             ));
         }
+        self.throttle.clear(&subject).await.map_err(unavailable)?;
         let directory_id = tenant_id.unwrap_or_else(|| PLATFORM.to_string());
         let directory = self.load(&directory_id).await?;
         directory.password_policy().check(new).map_err(|e| CommandError::domain(&e))?;

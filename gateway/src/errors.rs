@@ -97,6 +97,7 @@ impl From<CommandError> for Problem {
             // ERR-VAL-422: the request is well-formed but the state forbids it.
             Failure::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
             Failure::PermissionDenied => StatusCode::FORBIDDEN,
+            Failure::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Failure::Unavailable => return Self::unavailable(&err.code, err.message, 1),
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -139,6 +140,7 @@ pub fn status(err: &CommandError) -> tonic::Status {
         Failure::AlreadyExists => Code::AlreadyExists,
         Failure::FailedPrecondition => Code::FailedPrecondition,
         Failure::PermissionDenied => Code::PermissionDenied,
+        Failure::ResourceExhausted => Code::ResourceExhausted,
         Failure::Aborted => Code::Aborted,
         Failure::Unavailable => Code::Unavailable,
         Failure::Internal => Code::Internal,

@@ -539,7 +539,7 @@ async fn repeated_failures_are_throttled_per_account_and_per_address() {
     let env = TestEnv::new().await;
     let keel = env.start().await;
     let operator = env.operator_token().await;
-    let (_, domain, email, _) = tenant_with_owner(&env, &keel, &operator, "brute").await;
+    let (_, domain, email, owner_access) = tenant_with_owner(&env, &keel, &operator, "brute").await;
     let rest = Rest::new(keel.rest_addr);
     for i in 0..5 {
         let (status, _) = rest.login(&email, &format!("guess {i}"), Some(&domain)).await;
@@ -580,6 +580,19 @@ async fn repeated_failures_are_throttled_per_account_and_per_address() {
     .await
     .unwrap();
     assert_eq!(leaked, 0, "neither e-mails nor addresses name throttle subjects");
+    // Guessing the current password over gRPC is throttled too.
+    let mut users = user_client(keel.grpc_addr).await;
+    let guess = |i: usize| ChangePasswordRequest {
+        current_password: format!("guess {i}"),
+        new_password: "a brand new passphrase".into(),
+        idempotency_key: key(),
+    };
+    for i in 0..5 {
+        let refused = users.change_password(authed(guess(i), &owner_access)).await.expect_err("wrong password");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let throttled = users.change_password(authed(guess(5), &owner_access)).await.expect_err("throttled");
+    assert_eq!((throttled.code(), error_code(&throttled)), (Code::ResourceExhausted, "too_many_attempts".into()));
     keel.stop().await;
 }
 
