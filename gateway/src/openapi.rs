@@ -7,10 +7,32 @@ use serde_json::{Value, json};
 use keel_projections::tenant_registry::TenantRow;
 
 use crate::errors::Problem;
+use crate::rest_auth::{
+    IntrospectRequest, Introspection, LoginRequest, LogoutRequest, RefreshRequest, ResetRequest, TokenAndPassword,
+    TokenResponse, UserChangedResponse,
+};
 use crate::rest_tenants::TenantPage;
 
 fn problem(description: &str) -> Value {
     json!({ "description": description, "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } })
+}
+
+fn body(schema: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+/// An unauthenticated `POST` taking `request` and answering `response` (or problems).
+fn auth_post(summary: &str, request: &str, response: Option<&str>, problems: &[(&str, &str)]) -> Value {
+    let mut responses = serde_json::Map::new();
+    match response {
+        Some(schema) => responses.insert("200".into(), ok(schema)),
+        None => responses.insert("204".into(), json!({ "description": "Done" })),
+    };
+    responses.insert("400".into(), problem("Malformed body"));
+    for (status, description) in problems {
+        responses.insert((*status).into(), problem(description));
+    }
+    json!({ "post": { "summary": summary, "security": [], "requestBody": body(request), "responses": responses } })
 }
 
 fn ok(schema: &str) -> Value {
@@ -26,6 +48,15 @@ pub fn document() -> Value {
     generator.subschema_for::<TenantRow>();
     generator.subschema_for::<TenantPage>();
     generator.subschema_for::<Problem>();
+    generator.subschema_for::<LoginRequest>();
+    generator.subschema_for::<RefreshRequest>();
+    generator.subschema_for::<LogoutRequest>();
+    generator.subschema_for::<IntrospectRequest>();
+    generator.subschema_for::<TokenAndPassword>();
+    generator.subschema_for::<ResetRequest>();
+    generator.subschema_for::<TokenResponse>();
+    generator.subschema_for::<Introspection>();
+    generator.subschema_for::<UserChangedResponse>();
     let schemas = generator.take_definitions(true);
     let min_position = json!({
         "name": "X-Keel-Min-Position", "in": "header", "required": false,
@@ -44,7 +75,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Keel REST query API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Read models of the Keel control plane. Commands are on the gRPC API (keel.v1). Errors are RFC 7807 problem documents."
+            "description": "Read models of the Keel control plane, and sign-in (/v1/auth). Commands are on the gRPC API (keel.v1). Errors are RFC 7807 problem documents."
         },
         "servers": [{ "url": "http://127.0.0.1:8080" }],
         "security": [{ "bearer": [] }],
@@ -53,6 +84,20 @@ pub fn document() -> Value {
             "/readyz": { "get": { "summary": "Readiness: Postgres and Kafka answer and the relay runs", "security": [],
                 "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready" } } } },
             "/v1/openapi.json": { "get": { "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/.well-known/openid-configuration": { "get": { "summary": "OpenID discovery document (issuer, jwks_uri, endpoints)", "security": [], "responses": { "200": { "description": "OK" } } } },
+            "/.well-known/jwks.json": { "get": { "summary": "Access-token verification keys (Ed25519, EdDSA)", "security": [], "responses": { "200": { "description": "A JWK set" } } } },
+            "/v1/auth/login": auth_post("Password login; omit tenant for platform users", "LoginRequest", Some("TokenResponse"),
+                &[("401", "invalid_credentials"), ("403", "tenant_suspended or user_disabled"), ("429", "too_many_attempts (Retry-After)")]),
+            "/v1/auth/token": auth_post("Refresh: a single-use refresh token for a new pair", "RefreshRequest", Some("TokenResponse"),
+                &[("401", "invalid_grant (a reused token also ends the session)")]),
+            "/v1/auth/logout": auth_post("End the session of the bearer access token (or of a refresh token in the body)", "LogoutRequest", None,
+                &[("401", "Missing or invalid token")]),
+            "/v1/auth/introspect": auth_post("RFC 7662 token introspection", "IntrospectRequest", Some("Introspection"), &[]),
+            "/v1/auth/invitations/accept": auth_post("Accept an invitation: set the password, activate the user", "TokenAndPassword", Some("UserChangedResponse"),
+                &[("422", "invitation_invalid or invitation_expired")]),
+            "/v1/auth/password-reset": auth_post("Ask for a password reset; 202 whether or not the account exists", "ResetRequest", None, &[]),
+            "/v1/auth/password-reset/confirm": auth_post("Set a new password with the mailed token", "TokenAndPassword", Some("UserChangedResponse"),
+                &[("422", "reset_invalid or reset_expired")]),
             "/v1/control-plane/tenants": { "get": {
                 "summary": "List tenants (operators and auditors)",
                 "parameters": [

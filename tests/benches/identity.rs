@@ -63,6 +63,31 @@ where
     (all, started.elapsed())
 }
 
+/// Sends `target` requests per second for the phase length; returns their latencies.
+async fn open_loop<F, Fut>(target: f64, request: F) -> Vec<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let total = (target * seconds() as f64) as usize;
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / target));
+    let mut inflight = Vec::new();
+    for _ in 0..total {
+        interval.tick().await;
+        let sent = request();
+        inflight.push(tokio::spawn(async move {
+            let t = Instant::now();
+            sent.await;
+            t.elapsed()
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in inflight {
+        latencies.push(task.await.expect("request"));
+    }
+    latencies
+}
+
 async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {
     let response = http.post(url).json(body).send().await.expect("request");
     assert!(response.status().is_success(), "{url}: {}", response.status());
@@ -132,30 +157,24 @@ async fn main() {
     let login_rate = report(&format!("password logins ({} clients)", 4 * cores), &mut latencies, elapsed);
     println!("logins : raw hashes = {:.2} (goal ≥ 0.85)", login_rate / hash_rate);
 
-    // Logins, open loop at 80% of the raw hash rate.
-    let target = (hash_rate * 0.8).max(1.0);
-    let total = (target * seconds() as f64) as usize;
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / target));
-    let started = Instant::now();
-    let mut inflight = Vec::new();
-    for _ in 0..total {
-        interval.tick().await;
-        let (http, url, body) = (http.clone(), login_url.clone(), login_body.clone());
-        inflight.push(tokio::spawn(async move {
-            let t = Instant::now();
-            post(&http, &url, &body).await;
-            t.elapsed()
-        }));
+    // Logins, open loop: at 80% of the raw hash rate (the goal's load), and at 80% of the
+    // login rate just measured (a load this machine sustains).
+    for (label, target) in [("the raw hash rate", hash_rate * 0.8), ("the measured login rate", login_rate * 0.8)] {
+        let target = target.max(1.0);
+        let started = Instant::now();
+        let mut latencies = open_loop(target, {
+            let (http, url, body) = (http.clone(), login_url.clone(), login_body.clone());
+            move || {
+                let (http, url, body) = (http.clone(), url.clone(), body.clone());
+                async move {
+                    post(&http, &url, &body).await;
+                }
+            }
+        })
+        .await;
+        let elapsed = started.elapsed();
+        report(&format!("password logins at 80% of {label} ({target:.0}/s offered)"), &mut latencies, elapsed);
     }
-    let mut latencies = Vec::new();
-    for task in inflight {
-        latencies.push(task.await.expect("login"));
-    }
-    report(
-        &format!("password logins at 80% of the hash rate ({target:.0}/s offered)"),
-        &mut latencies,
-        started.elapsed(),
-    );
 
     // Refresh grants: 64 sessions, each rotating its own refresh token.
     let mut sessions = Vec::new();

@@ -28,6 +28,9 @@ async fn health_readiness_and_openapi() {
     assert!(doc["paths"]["/v1/control-plane/tenants/{tenant_id}"]["get"].is_object());
     assert!(doc["components"]["schemas"]["TenantRow"]["properties"]["status"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    assert!(doc["paths"]["/v1/auth/login"]["post"]["responses"]["429"].is_object());
+    assert!(doc["components"]["schemas"]["LoginRequest"]["properties"]["tenant"].is_object());
+    assert!(doc["components"]["schemas"]["TokenResponse"]["properties"]["refresh_token"].is_object());
     keel.stop().await;
 }
 
