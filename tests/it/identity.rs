@@ -116,7 +116,10 @@ async fn invitations_are_single_use_resend_replaces_them_and_expired_ones_fail()
         role: "user".into(),
         idempotency_key: key(),
     };
-    let ann = users.invite_user(authed(invite("ann@example.com"), &owner)).await.unwrap().into_inner();
+    let first_invite = invite("ann@example.com");
+    let ann = users.invite_user(authed(first_invite.clone(), &owner)).await.unwrap().into_inner();
+    let retried = users.invite_user(authed(first_invite, &owner)).await.expect("retry").into_inner();
+    assert_eq!(retried, ann, "a retry with the same key returns the first result");
     let again = users.invite_user(authed(invite("ANN@Example.com"), &owner)).await.expect_err("duplicate e-mail");
     assert_eq!(again.code(), Code::AlreadyExists);
     assert_eq!(error_code(&again), "email_taken");
@@ -125,6 +128,7 @@ async fn invitations_are_single_use_resend_replaces_them_and_expired_ones_fail()
     assert_eq!(refused.code(), Code::InvalidArgument);
 
     let first = env.mailed_token("ann@example.com", "keel_inv_").await;
+    assert_eq!(env.mailed_tokens("ann@example.com", "keel_inv_").len(), 1, "and sends no second invitation");
     users.resend_invitation(authed(user_request(&tenant_id, &ann.user_id), &owner)).await.expect("resend");
     let tokens = env.mailed_tokens("ann@example.com", "keel_inv_");
     assert_eq!(tokens.len(), 2, "a fresh token was mailed");
