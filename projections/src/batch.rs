@@ -29,7 +29,7 @@ pub struct Message {
 /// What a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// Events handed to the read model (relevant or not).
+    /// Events that changed the read model.
     pub applied: usize,
     /// Messages skipped as already applied.
     pub skipped: usize,
@@ -160,10 +160,10 @@ pub async fn apply_batch<R: ReadModel>(
                 blocked.insert(tenant);
             }
             Ok(change) => {
+                outcome.applied += usize::from(change.is_some());
                 changes.extend(change);
                 marks.insert(tenant.clone(), env.order());
                 advanced.insert(tenant, env.order());
-                outcome.applied += 1;
             }
         }
     }
@@ -205,8 +205,8 @@ pub async fn apply_batch<R: ReadModel>(
     Ok(outcome)
 }
 
-/// Advances the stored next offsets.
-async fn store_offsets(
+/// Advances the stored next offsets (never backwards).
+pub async fn store_offsets(
     tx: &mut PgConnection,
     schema: &str,
     topic: &str,

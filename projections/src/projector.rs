@@ -10,7 +10,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
-use crate::batch::{BatchOutcome, Message, apply_batch};
+use crate::batch::{BatchOutcome, Message, apply_batch, store_offsets};
 use crate::kafka::ConsumerSettings;
 use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 
@@ -18,13 +18,17 @@ use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 const MAX_BATCH: usize = 2000;
 /// How long a batch waits for more messages once it has one.
 const LINGER: Duration = Duration::from_millis(1);
+/// How long the offsets of batches the read model ignores may wait before they are
+/// stored (their loss only re-reads events that change nothing). This bounds the extra
+/// wait of a read-your-writes query while other aggregates' events flow.
+const IGNORED_FLUSH: Duration = Duration::from_millis(50);
 
 /// What a projector reports about itself.
 #[derive(Debug, Default)]
 pub struct ProjectorStatus {
     /// The consumer loop is running.
     pub running: AtomicBool,
-    /// Events applied since start.
+    /// Events that changed the read model since start.
     pub applied: AtomicU64,
     /// Events parked since start.
     pub parked: AtomicU64,
@@ -77,13 +81,37 @@ impl<R: ReadModel> Projector<R> {
         let consumer: StreamConsumer = self.settings.config(&Self::group(&self.topic, self.model.name())).create()?;
         consumer.subscribe(&[&self.topic])?;
         self.status.running.store(true, Ordering::Relaxed);
+        // Next offsets of batches that changed nothing, not stored yet.
+        let mut ignored: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut ignored_since = tokio::time::Instant::now();
         loop {
-            let batch = tokio::select! {
-                batch = next_batch(&consumer) => batch?,
+            let wait =
+                if ignored.is_empty() { Duration::MAX } else { IGNORED_FLUSH.saturating_sub(ignored_since.elapsed()) };
+            // Only the wait for the first message races the flush timer: `recv` is cancel-safe,
+            // a half-gathered batch would not be.
+            let first = tokio::select! {
+                first = first_message(&consumer) => Some(first?),
+                _ = tokio::time::sleep(wait) => None,
                 _ = shutdown.changed() => return Ok(()),
             };
+            let batch = match first {
+                Some(first) => gather(&consumer, first).await?,
+                None => Vec::new(),
+            };
+            if !batch.is_empty() && self.ignores(&batch) {
+                if ignored.is_empty() {
+                    ignored_since = tokio::time::Instant::now();
+                }
+                for m in &batch {
+                    let next = ignored.entry(m.partition).or_insert(0);
+                    *next = (*next).max(m.offset + 1);
+                }
+                if ignored_since.elapsed() < IGNORED_FLUSH {
+                    continue;
+                }
+            }
             let outcome = loop {
-                match self.apply(&batch).await {
+                match self.apply(&batch, &ignored).await {
                     Ok(outcome) => break outcome,
                     Err(err) => {
                         tracing::warn!(read_model = self.model.name(), error = %err, "batch failed; retrying");
@@ -96,11 +124,26 @@ impl<R: ReadModel> Projector<R> {
             };
             self.status.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
             self.status.parked.fetch_add(outcome.parked as u64, Ordering::Relaxed);
-            commit_hint(&consumer, &self.topic, &outcome.next_offsets);
+            let mut hint = std::mem::take(&mut ignored);
+            for (partition, next) in outcome.next_offsets {
+                let entry = hint.entry(partition).or_insert(0);
+                *entry = (*entry).max(next);
+            }
+            commit_hint(&consumer, &self.topic, &hint);
         }
     }
 
-    async fn apply(&self, batch: &[Message]) -> Result<BatchOutcome, sqlx::Error> {
+    /// Whether the read model would change nothing for any message of `batch` (each is a
+    /// well-formed envelope it does not use): then only its offsets need storing.
+    fn ignores(&self, batch: &[Message]) -> bool {
+        batch.iter().all(|m| {
+            serde_json::from_slice::<keel_domain::envelope::EventEnvelope>(&m.payload)
+                .is_ok_and(|env| matches!(self.model.decode(&env), Ok(None)))
+        })
+    }
+
+    /// Applies `batch` and stores the offsets of earlier ignored batches, in one transaction.
+    async fn apply(&self, batch: &[Message], ignored: &BTreeMap<i32, i64>) -> Result<BatchOutcome, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(swap_lock_key(self.model.name()))
@@ -108,6 +151,7 @@ impl<R: ReadModel> Projector<R> {
             .await?;
         let schema = live_schema(self.model.name());
         let outcome = apply_batch(&mut tx, self.model.as_ref(), &schema, &self.topic, batch).await?;
+        store_offsets(&mut tx, &schema, &self.topic, ignored).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -115,9 +159,15 @@ impl<R: ReadModel> Projector<R> {
 
 /// Waits for one message, then gathers more for a few milliseconds.
 pub async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<Message>, rdkafka::error::KafkaError> {
-    let first = loop {
+    let first = first_message(consumer).await?;
+    gather(consumer, first).await
+}
+
+/// Waits for one message. Cancel-safe: dropping it loses no message.
+async fn first_message(consumer: &StreamConsumer) -> Result<Message, rdkafka::error::KafkaError> {
+    loop {
         match consumer.recv().await {
-            Ok(message) => break message,
+            Ok(message) => return Ok(detach(&message)),
             // librdkafka reconnects by itself; a broker outage is not the consumer's end.
             Err(err) if is_transient(&err) => {
                 tracing::debug!(error = %err, "kafka unavailable; waiting");
@@ -125,9 +175,12 @@ pub async fn next_batch(consumer: &StreamConsumer) -> Result<Vec<Message>, rdkaf
             }
             Err(err) => return Err(err),
         }
-    };
-    let mut batch = vec![detach(&first)];
-    drop(first);
+    }
+}
+
+/// Gathers what arrives within the linger after `first` (at most a batch).
+async fn gather(consumer: &StreamConsumer, first: Message) -> Result<Vec<Message>, rdkafka::error::KafkaError> {
+    let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + LINGER;
     while batch.len() < MAX_BATCH {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
