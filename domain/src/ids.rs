@@ -92,6 +92,22 @@ prefixed_id!(
     schema: "A session id, `ses_` followed by a lowercase ULID"
 );
 
+prefixed_id!(
+    /// A managed app's id: `app_` followed by a lowercase ULID.
+    AppId,
+    prefix: "app_",
+    kind: "app",
+    schema: "A managed app id, `app_` followed by a lowercase ULID"
+);
+
+prefixed_id!(
+    /// An API key's id (its public part): `key_` followed by a lowercase ULID.
+    ApiKeyId,
+    prefix: "key_",
+    kind: "API key",
+    schema: "An API key id, `key_` followed by a lowercase ULID"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! `commands` crate runs these aggregates on cqrs-es and postgres-es.
 
 pub mod access;
+pub mod app;
 pub mod directory;
 pub mod envelope;
 pub mod error;

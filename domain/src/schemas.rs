@@ -4,6 +4,7 @@
 use schemars::schema_for;
 use serde_json::Value;
 
+use crate::app::AppEvent;
 use crate::directory::DirectoryEvent;
 use crate::envelope::EventEnvelope;
 use crate::login_guard::LoginGuardEvent;
@@ -15,6 +16,7 @@ use crate::tenant_domain::TenantDomainEvent;
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("keel.events.envelope.v1.json", schema_for!(EventEnvelope).to_value()),
+        ("app.events.v1.json", schema_for!(AppEvent).to_value()),
         ("tenant.events.v1.json", schema_for!(TenantEvent).to_value()),
         ("tenant_domain.events.v1.json", schema_for!(TenantDomainEvent).to_value()),
         ("directory.events.v1.json", schema_for!(DirectoryEvent).to_value()),

@@ -37,6 +37,16 @@ pub fn email(raw: &str) -> Option<String> {
     ok.then(|| format!("{local}@{}", host.to_ascii_lowercase()))
 }
 
+/// An environment name such as `production` or `eu-staging`: 1 to 64 of `a-z 0-9 - _`,
+/// starting with a letter; lowercased.
+pub fn environment(raw: &str) -> Option<String> {
+    let env = raw.trim().to_ascii_lowercase();
+    let ok = env.len() <= 64
+        && env.starts_with(|c: char| c.is_ascii_lowercase())
+        && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    ok.then_some(env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +66,15 @@ mod tests {
         assert_eq!(email("Ann@Example.COM").as_deref(), Some("Ann@example.com"));
         for bad in ["", "ann", "@example.com", "ann@", "ann@localhost", "a nn@example.com", "a@b@example.com"] {
             assert_eq!(email(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn environments() {
+        assert_eq!(environment(" Production ").as_deref(), Some("production"));
+        assert_eq!(environment("eu-staging_2").as_deref(), Some("eu-staging_2"));
+        for bad in ["", "2prod", "pro d", "prod!", &"p".repeat(65)] {
+            assert_eq!(environment(bad), None, "{bad}");
         }
     }
 

@@ -1,0 +1,419 @@
+//! Managed apps: Keel's machine clients, one aggregate per app with its API keys.
+//! An app is registered by a platform operator; disabling it blocks all its keys at
+//! once. A key's secret never reaches the domain: only its SHA-256 digest and a short
+//! prefix (for listings) do.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DomainError, ErrorKind};
+use crate::ids::{ApiKeyId, AppId};
+use crate::validate;
+
+#[cfg(test)]
+mod tests;
+
+/// The aggregate type name of managed apps in the event store.
+pub const AGGREGATE_TYPE: &str = "app";
+
+/// Most keys an app may hold that are neither revoked nor expired.
+pub const MAX_ACTIVE_KEYS: usize = 20;
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Scope {
+    /// Read a tenant's flags and entitlements (OFREP, snapshots).
+    #[serde(rename = "flags:read")]
+    FlagsRead,
+    /// Report billable usage.
+    #[serde(rename = "billing:write")]
+    BillingWrite,
+    /// Read the billing ledger and exports.
+    #[serde(rename = "billing:read")]
+    BillingRead,
+    /// Send the app's own audit events.
+    #[serde(rename = "audit:write")]
+    AuditWrite,
+    /// Report fleet health (edge routers, agents).
+    #[serde(rename = "fleet:write")]
+    FleetWrite,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 5] =
+        [Scope::FlagsRead, Scope::BillingWrite, Scope::BillingRead, Scope::AuditWrite, Scope::FleetWrite];
+
+    /// The wire name, e.g. `flags:read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::FlagsRead => "flags:read",
+            Scope::BillingWrite => "billing:write",
+            Scope::BillingRead => "billing:read",
+            Scope::AuditWrite => "audit:write",
+            Scope::FleetWrite => "fleet:write",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = AppError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or(AppError::InvalidScope)
+    }
+}
+
+/// A command on a managed app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppCommand {
+    /// Register the app.
+    Register {
+        /// The new app's id.
+        app_id: AppId,
+        /// Display name (validated here).
+        name: String,
+        /// Environment, e.g. `production` (validated here).
+        environment: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Rename it or move it to another environment (no event if nothing changes).
+    Update {
+        /// Display name.
+        name: String,
+        /// Environment.
+        environment: String,
+    },
+    /// Block the app and all its keys.
+    Disable,
+    /// Lift a disable.
+    Enable,
+    /// Issue an API key.
+    IssueKey {
+        /// The key's id.
+        key_id: ApiKeyId,
+        /// The first characters of the secret, shown in listings.
+        prefix: String,
+        /// SHA-256 (hex) of the secret.
+        secret_hash: String,
+        /// What the key may do (at least one).
+        scopes: BTreeSet<Scope>,
+        /// When it stops working, if ever.
+        expires_at: Option<DateTime<Utc>>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Revoke an API key for good (a no-op if it is revoked already).
+    RevokeKey {
+        /// The key.
+        key_id: ApiKeyId,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl AppCommand {
+    /// What identifies the request for idempotency: the command and its arguments, without
+    /// times and without the fresh secret.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            AppCommand::Register { name, environment, .. } => format!("register|{name}|{environment}"),
+            AppCommand::Update { name, environment } => format!("update|{name}|{environment}"),
+            AppCommand::Disable => "disable".into(),
+            AppCommand::Enable => "enable".into(),
+            AppCommand::IssueKey { scopes, expires_at, .. } => {
+                let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+                format!("issue_key|{}|{}", scopes.join(","), expires_at.map(|t| t.to_rfc3339()).unwrap_or_default())
+            }
+            AppCommand::RevokeKey { key_id, .. } => format!("revoke_key|{key_id}"),
+        }
+    }
+}
+
+/// What happened to a managed app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type")]
+pub enum AppEvent {
+    /// The app was registered.
+    #[serde(rename = "app.registered")]
+    Registered {
+        /// Its id.
+        app_id: AppId,
+        /// Display name.
+        name: String,
+        /// Environment.
+        environment: String,
+        /// When.
+        registered_at: DateTime<Utc>,
+    },
+    /// Its name or environment changed.
+    #[serde(rename = "app.updated")]
+    Updated {
+        /// Display name.
+        name: String,
+        /// Environment.
+        environment: String,
+    },
+    /// The app and all its keys are blocked.
+    #[serde(rename = "app.disabled")]
+    Disabled {},
+    /// The block was lifted.
+    #[serde(rename = "app.enabled")]
+    Enabled {},
+    /// An API key was issued.
+    #[serde(rename = "app.key_issued")]
+    KeyIssued {
+        /// The key's id.
+        key_id: ApiKeyId,
+        /// The first characters of the secret.
+        prefix: String,
+        /// SHA-256 (hex) of the secret.
+        secret_hash: String,
+        /// What it may do.
+        scopes: BTreeSet<Scope>,
+        /// When it stops working, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
+        /// When.
+        issued_at: DateTime<Utc>,
+    },
+    /// An API key was revoked.
+    #[serde(rename = "app.key_revoked")]
+    KeyRevoked {
+        /// The key.
+        key_id: ApiKeyId,
+        /// When.
+        revoked_at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for AppEvent {
+    fn event_type(&self) -> String {
+        match self {
+            AppEvent::Registered { .. } => "app.registered",
+            AppEvent::Updated { .. } => "app.updated",
+            AppEvent::Disabled {} => "app.disabled",
+            AppEvent::Enabled {} => "app.enabled",
+            AppEvent::KeyIssued { .. } => "app.key_issued",
+            AppEvent::KeyRevoked { .. } => "app.key_revoked",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+/// Why an app command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The name is empty, too long or has control characters.
+    #[error("name must be 1 to 200 characters")]
+    InvalidName,
+    /// The environment is not a plain lowercase name.
+    #[error("environment must be 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter")]
+    InvalidEnvironment,
+    /// A scope is not one Keel knows.
+    #[error("scope must be one of flags:read, billing:write, billing:read, audit:write, fleet:write")]
+    InvalidScope,
+    /// A key needs at least one scope.
+    #[error("a key needs at least one scope")]
+    NoScopes,
+    /// The expiry is not in the future.
+    #[error("expires_at must be in the future")]
+    InvalidExpiry,
+    /// No such app.
+    #[error("app not found")]
+    NotFound,
+    /// An app with this id exists already.
+    #[error("app already exists")]
+    AlreadyRegistered,
+    /// The app is disabled.
+    #[error("app is disabled")]
+    Disabled,
+    /// The app is not disabled.
+    #[error("app is not disabled")]
+    NotDisabled,
+    /// No such key on this app.
+    #[error("API key not found")]
+    KeyNotFound,
+    /// A key with this id exists already.
+    #[error("API key already exists")]
+    KeyExists,
+    /// The app holds the most active keys it may.
+    #[error("the app has 20 active keys; revoke one first")]
+    TooManyKeys,
+}
+
+impl DomainError for AppError {
+    fn kind(&self) -> ErrorKind {
+        use AppError::*;
+        match self {
+            InvalidName | InvalidEnvironment | InvalidScope | NoScopes | InvalidExpiry => ErrorKind::InvalidArgument,
+            NotFound | KeyNotFound => ErrorKind::NotFound,
+            AlreadyRegistered | KeyExists => ErrorKind::AlreadyExists,
+            Disabled | NotDisabled | TooManyKeys => ErrorKind::FailedPrecondition,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use AppError::*;
+        match self {
+            InvalidName => "invalid_name",
+            InvalidEnvironment => "invalid_environment",
+            InvalidScope => "invalid_scope",
+            NoScopes => "no_scopes",
+            InvalidExpiry => "invalid_expiry",
+            NotFound => "app_not_found",
+            AlreadyRegistered => "app_exists",
+            Disabled => "app_disabled",
+            NotDisabled => "app_not_disabled",
+            KeyNotFound => "key_not_found",
+            KeyExists => "key_exists",
+            TooManyKeys => "too_many_keys",
+        }
+    }
+}
+
+/// An API key as the app knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// The first characters of the secret.
+    pub prefix: String,
+    /// SHA-256 (hex) of the secret.
+    pub secret_hash: String,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl ApiKey {
+    /// Whether the key works at `at` (not revoked, not expired). The app must be enabled too.
+    pub fn is_active(&self, at: DateTime<Utc>) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|end| at < end)
+    }
+}
+
+/// The managed app aggregate's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// Its id, once registered.
+    pub id: Option<AppId>,
+    /// Display name.
+    pub name: String,
+    /// Environment.
+    pub environment: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Its keys, revoked ones included.
+    pub keys: BTreeMap<ApiKeyId, ApiKey>,
+}
+
+impl App {
+    fn decide(&self, command: AppCommand) -> Result<Option<AppEvent>, AppError> {
+        let registered = self.id.is_some();
+        let event = match command {
+            AppCommand::Register { .. } if registered => return Err(AppError::AlreadyRegistered),
+            AppCommand::Register { app_id, name, environment, at } => {
+                let (name, environment) = valid(&name, &environment)?;
+                AppEvent::Registered { app_id, name, environment, registered_at: at }
+            }
+            _ if !registered => return Err(AppError::NotFound),
+            AppCommand::Update { name, environment } => {
+                let (name, environment) = valid(&name, &environment)?;
+                if name == self.name && environment == self.environment {
+                    return Ok(None);
+                }
+                AppEvent::Updated { name, environment }
+            }
+            AppCommand::Disable if self.disabled => return Err(AppError::Disabled),
+            AppCommand::Disable => AppEvent::Disabled {},
+            AppCommand::Enable if !self.disabled => return Err(AppError::NotDisabled),
+            AppCommand::Enable => AppEvent::Enabled {},
+            AppCommand::IssueKey { key_id, prefix, secret_hash, scopes, expires_at, at } => {
+                if scopes.is_empty() {
+                    return Err(AppError::NoScopes);
+                }
+                if expires_at.is_some_and(|end| end <= at) {
+                    return Err(AppError::InvalidExpiry);
+                }
+                if self.disabled {
+                    return Err(AppError::Disabled);
+                }
+                if self.keys.contains_key(&key_id) {
+                    return Err(AppError::KeyExists);
+                }
+                if self.keys.values().filter(|k| k.is_active(at)).count() >= MAX_ACTIVE_KEYS {
+                    return Err(AppError::TooManyKeys);
+                }
+                AppEvent::KeyIssued { key_id, prefix, secret_hash, scopes, expires_at, issued_at: at }
+            }
+            AppCommand::RevokeKey { key_id, at } => match self.keys.get(&key_id) {
+                None => return Err(AppError::KeyNotFound),
+                Some(key) if key.revoked => return Ok(None),
+                Some(_) => AppEvent::KeyRevoked { key_id, revoked_at: at },
+            },
+        };
+        Ok(Some(event))
+    }
+}
+
+fn valid(name: &str, environment: &str) -> Result<(String, String), AppError> {
+    Ok((
+        validate::display_name(name).ok_or(AppError::InvalidName)?,
+        validate::environment(environment).ok_or(AppError::InvalidEnvironment)?,
+    ))
+}
+
+impl Aggregate for App {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = AppCommand;
+    type Event = AppEvent;
+    type Error = AppError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            AppEvent::Registered { app_id, name, environment, .. } => {
+                self.id = Some(app_id);
+                self.name = name;
+                self.environment = environment;
+            }
+            AppEvent::Updated { name, environment } => {
+                self.name = name;
+                self.environment = environment;
+            }
+            AppEvent::Disabled {} => self.disabled = true,
+            AppEvent::Enabled {} => self.disabled = false,
+            AppEvent::KeyIssued { key_id, prefix, secret_hash, scopes, expires_at, .. } => {
+                self.keys.insert(key_id, ApiKey { prefix, secret_hash, scopes, expires_at, revoked: false });
+            }
+            AppEvent::KeyRevoked { key_id, .. } => {
+                if let Some(key) = self.keys.get_mut(&key_id) {
+                    key.revoked = true;
+                }
+            }
+        }
+    }
+}
