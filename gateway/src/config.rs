@@ -58,6 +58,10 @@ pub struct Settings {
     /// The sender of Keel's e-mails.
     #[arg(long, env = "KEEL_MAIL_FROM", default_value = "Keel <no-reply@keel.localhost>")]
     pub mail_from: String,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (comma-separated);
+    /// brute-force protection then counts per real client address.
+    #[arg(long, env = "KEEL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Settings {
@@ -81,6 +85,7 @@ impl Settings {
             smtp_url: None,
             mailbox_dir: ".keel/mailbox".into(),
             mail_from: "Keel <no-reply@keel.localhost>".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 

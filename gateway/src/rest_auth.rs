@@ -2,7 +2,7 @@
 //! introspection (RFC 7662), invitation acceptance, password reset, and what a
 //! stock JWT library needs to verify Keel's access tokens (discovery and JWKS).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -193,8 +193,9 @@ async fn login(
         return Err(login_problem(LoginError::InvalidCredentials));
     }
     let correlation = correlation(&headers);
+    let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);
     let result =
-        state.sessions.login(&correlation, Some(peer.ip()), req.tenant.as_deref(), &req.email, &req.password).await;
+        state.sessions.login(&correlation, Some(client), req.tenant.as_deref(), &req.email, &req.password).await;
     match result {
         Ok(session) => {
             tracing::info!(session_id = %session.session_id, user_id = %session.user_id, "signed in");
@@ -205,6 +206,17 @@ async fn login(
             Err(login_problem(err))
         }
     }
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+    let hops: Vec<IpAddr> = forwarded.iter().flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse().ok()).collect();
+    hops.into_iter().rev().find(|hop| !trusted.contains(hop)).unwrap_or(peer)
 }
 
 fn login_problem(err: LoginError) -> Problem {
@@ -318,4 +330,31 @@ async fn confirm_reset(
         CommandContext::new(Actor::system("password_reset"), correlation(&headers), uuid::Uuid::now_v7().to_string());
     let done = state.users.reset_password(&ctx, req.token.trim(), &req.password).await?;
     Ok(Json(UserChangedResponse { user_id: done.user_id, position: done.position }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in xff {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let (proxy, client, spoofed): (IpAddr, IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "203.0.113.7".parse().unwrap(), "198.51.100.1".parse().unwrap());
+        let xff = headers(&["198.51.100.1, 203.0.113.7"]);
+        assert_eq!(client_address(client, &xff, &[]), client, "an untrusted peer is the client");
+        assert_eq!(client_address(proxy, &xff, &[proxy]), client, "the right-most untrusted hop");
+        assert_ne!(client_address(proxy, &xff, &[proxy]), spoofed, "what the client wrote itself is ignored");
+        assert_eq!(client_address(proxy, &headers(&[]), &[proxy]), proxy, "no header: the proxy itself");
+        let chain = headers(&["203.0.113.7", "10.0.0.2"]);
+        let two: [IpAddr; 2] = [proxy, "10.0.0.2".parse().unwrap()];
+        assert_eq!(client_address(proxy, &chain, &two), client, "a chain of trusted proxies is skipped");
+    }
 }

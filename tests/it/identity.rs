@@ -767,3 +767,28 @@ async fn signing_keys_rotate_with_an_overlap_in_which_both_verify() {
     assert!(rest.active(&new).await);
     keel.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_is_throttled_on_its_own() {
+    let env = TestEnv::new().await;
+    let mut settings = env.settings();
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let keel = env.start_with(settings, keel_gateway::server::Workers::ALL).await;
+    let operator = env.operator_token().await;
+    let (_, domain, _, _) = tenant_with_owner(&env, &keel, &operator, "proxied").await;
+    let rest = Rest::new(keel.rest_addr);
+    let attempt = |client: &'static str, i: usize| {
+        let (rest, domain) = (rest.clone(), domain.clone());
+        async move {
+            let body = json!({ "email": format!("spray{i}@example.com"), "password": "guess", "tenant": domain });
+            let request = rest.http.post(format!("{}/v1/auth/login", rest.base)).json(&body);
+            request.header("x-forwarded-for", client).send().await.unwrap().status().as_u16()
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(attempt("203.0.113.7", i).await, 401);
+    }
+    assert_eq!(attempt("203.0.113.7", 99).await, 429, "that client is throttled");
+    assert_eq!(attempt("203.0.113.8", 99).await, 401, "another client behind the same proxy is not");
+    keel.stop().await;
+}
