@@ -96,8 +96,8 @@ impl UserCommands {
         email: &str,
     ) -> Result<(), CommandError> {
         let token = secret::random_token(INVITATION_TOKEN_PREFIX);
-        let invitation = self.invitation(tenant_id.as_str(), &token, ctx.received_at).await?;
         let before = self.load(tenant_id.as_str()).await?;
+        let invitation = pending(&token, ctx.received_at + Duration::days(before.invitation_ttl_days().into()));
         let cmd = DirectoryCommand::InviteOwner {
             user_id: UserId::from_ulid(ulid::Ulid::new()),
             email: email.to_string(),

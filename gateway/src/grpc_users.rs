@@ -254,29 +254,21 @@ impl UserService for UserApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<UserCommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        let principal = self.auth.authenticate(header).await.map_err(crate::errors::auth_status)?;
-        let tenant = match &principal {
-            Principal::TenantUser { tenant_id, .. } => Some(tenant_id.clone()),
-            _ => None,
-        };
-        let user = match &principal {
-            Principal::TenantUser { id, .. } | Principal::Operator { id } | Principal::Auditor { id } => {
-                id.parse::<UserId>().map_err(|_| {
-                    coded(tonic::Code::PermissionDenied, "permission_denied", "this credential has no password")
-                })?
-            }
-        };
-        // Any signed-in user may change their own password: authorize as a read of their own tenant.
+        // Any signed-in user may change their own password: a read with no target passes for all.
         let key = req.idempotency_key;
         crate::grpc::run(
             &self.auth,
             "ChangePassword",
             &metadata,
             Action::ReadTenant,
-            tenant.as_ref(),
+            None,
             &key,
-            |ctx, _| async move {
+            |ctx, principal| async move {
+                let (Principal::TenantUser { id, .. } | Principal::Operator { id } | Principal::Auditor { id }) =
+                    principal;
+                let user: UserId = id.parse().map_err(|_| {
+                    coded(tonic::Code::PermissionDenied, "permission_denied", "this credential has no password")
+                })?;
                 self.users
                     .change_password(&ctx, &user, &req.current_password, &req.new_password)
                     .await

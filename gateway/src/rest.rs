@@ -70,7 +70,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Takes or creates the correlation id, runs the request in a span carrying it,
 /// echoes it in the response and writes it into problem documents.
-async fn correlation(request: Request, next: Next) -> Response {
+async fn correlation(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(CORRELATION_HEADER)
@@ -78,6 +78,7 @@ async fn correlation(request: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(CorrelationId(id.clone()));
     let span =
         tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
     async move {
@@ -105,6 +106,10 @@ async fn correlation(request: Request, next: Next) -> Response {
     .instrument(span)
     .await
 }
+
+/// The request's correlation id, as the middleware chose it (and echoes it).
+#[derive(Debug, Clone)]
+pub struct CorrelationId(pub String);
 
 /// The authenticated caller of a REST request.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use keel_domain::session::RevokeReason;
 
 use crate::auth::{AuthError, bearer};
 use crate::errors::Problem;
-use crate::rest::{AppState, CORRELATION_HEADER};
+use crate::rest::{AppState, CorrelationId};
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
@@ -150,15 +150,6 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not the expected JSON"))
 }
 
-fn correlation(headers: &HeaderMap) -> String {
-    headers
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-}
-
 fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
@@ -185,6 +176,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -192,7 +184,6 @@ async fn login(
     if req.email.len() > 254 || req.password.chars().count() > keel_domain::password_policy::MAX_PASSWORD_CHARS {
         return Err(login_problem(LoginError::InvalidCredentials));
     }
-    let correlation = correlation(&headers);
     let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);
     let result =
         state.sessions.login(&correlation, Some(client), req.tenant.as_deref(), &req.email, &req.password).await;
@@ -234,9 +225,13 @@ fn login_problem(err: LoginError) -> Problem {
     }
 }
 
-async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+async fn token(
+    State(state): State<AppState>,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let req: RefreshRequest = parse(&body)?;
-    match state.sessions.refresh(&correlation(&headers), &req.refresh_token).await {
+    match state.sessions.refresh(&correlation, &req.refresh_token).await {
         Ok(session) => grant(&state, &session),
         Err(err @ RefreshError::InvalidGrant) => {
             Err(Problem::new(StatusCode::UNAUTHORIZED, "invalid_grant", err.to_string()))
@@ -245,7 +240,12 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Problem> {
+async fn logout(
+    State(state): State<AppState>,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Problem> {
     let access = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
     let session_id = match access {
         Some(token) => match state.auth.access_token(token) {
@@ -260,7 +260,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
             state.sessions.session_of(&token).ok_or(AuthError::Invalid)?
         }
     };
-    let ctx = CommandContext::new(Actor::system("logout"), correlation(&headers), format!("logout:{session_id}"));
+    let ctx = CommandContext::new(Actor::system("logout"), correlation, format!("logout:{session_id}"));
     state.sessions.revoke(&ctx, &session_id, RevokeReason::Logout).await?;
     tracing::info!(session_id = %session_id, "signed out");
     Ok(StatusCode::NO_CONTENT)
@@ -301,19 +301,22 @@ async fn introspect(State(state): State<AppState>, body: Bytes) -> Result<Respon
 
 async fn accept_invitation(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
     body: Bytes,
 ) -> Result<Json<UserChangedResponse>, Problem> {
     let req: TokenAndPassword = parse(&body)?;
-    let ctx = CommandContext::new(Actor::system("invitation"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    let ctx = CommandContext::new(Actor::system("invitation"), correlation, uuid::Uuid::now_v7().to_string());
     let done = state.users.accept_invitation(&ctx, req.token.trim(), &req.password).await?;
     Ok(Json(UserChangedResponse { user_id: done.user_id, position: done.position }))
 }
 
-async fn request_reset(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+async fn request_reset(
+    State(state): State<AppState>,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let req: ResetRequest = parse(&body)?;
-    let ctx =
-        CommandContext::new(Actor::system("password_reset"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    let ctx = CommandContext::new(Actor::system("password_reset"), correlation, uuid::Uuid::now_v7().to_string());
     // The same answer whether or not the account exists.
     state.users.request_password_reset(&ctx, req.tenant.as_deref(), &req.email).await?;
     let body = serde_json::json!({ "status": "accepted", "detail": "if the account exists, a reset link was sent" });
@@ -322,12 +325,11 @@ async fn request_reset(State(state): State<AppState>, headers: HeaderMap, body: 
 
 async fn confirm_reset(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
     body: Bytes,
 ) -> Result<Json<UserChangedResponse>, Problem> {
     let req: TokenAndPassword = parse(&body)?;
-    let ctx =
-        CommandContext::new(Actor::system("password_reset"), correlation(&headers), uuid::Uuid::now_v7().to_string());
+    let ctx = CommandContext::new(Actor::system("password_reset"), correlation, uuid::Uuid::now_v7().to_string());
     let done = state.users.reset_password(&ctx, req.token.trim(), &req.password).await?;
     Ok(Json(UserChangedResponse { user_id: done.user_id, position: done.position }))
 }

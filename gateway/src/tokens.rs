@@ -254,9 +254,16 @@ impl TokenService {
             }));
         }
         keys.jwks = serde_json::json!({ "keys": published });
-        *self.keys.write().map_err(|_| poisoned())? = keys;
-        // A retired key's tokens must stop verifying: forget what was verified with the old set.
-        self.verified.write().map_err(|_| poisoned())?.clear();
+        let retired = {
+            let mut current = self.keys.write().map_err(|_| poisoned())?;
+            let retired = current.verifying.keys().any(|kid| !keys.verifying.contains_key(kid));
+            *current = keys;
+            retired
+        };
+        // A retired key's tokens must stop verifying: forget what was verified with it.
+        if retired {
+            self.verified.write().map_err(|_| poisoned())?.clear();
+        }
         Ok(())
     }
 

@@ -254,19 +254,9 @@ async fn the_last_owner_stays_and_only_owners_touch_owners() {
 /// Waits (bounded by the 1 s goal, plus scheduling slack) until `access` introspects inactive.
 async fn inactive_within_a_second(rest: &Rest, access: &str) -> Duration {
     let started = Instant::now();
-    let ended = eventually(Duration::from_millis(1500), || rest.active_not(access)).await;
+    let ended = eventually(Duration::from_millis(1500), || async { !rest.active(access).await }).await;
     assert!(ended, "still active after {:?}", started.elapsed());
     started.elapsed()
-}
-
-trait Inactive {
-    async fn active_not(&self, token: &str) -> bool;
-}
-
-impl Inactive for Rest {
-    async fn active_not(&self, token: &str) -> bool {
-        !self.active(token).await
-    }
 }
 
 #[tokio::test]

@@ -11,12 +11,7 @@ pub async fn tenant_client(addr: SocketAddr) -> TenantServiceClient<Channel> {
     TenantServiceClient::connect(format!("http://{addr}")).await.expect("connect gRPC")
 }
 
-/// `message` with `authorization: Bearer <token>`.
-pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    request
-}
+pub use keel_tests::bench::authed;
 
 /// A provisioning request for `domain` with a fresh idempotency key.
 pub fn provision_request(domain: &str) -> ProvisionTenantRequest {
