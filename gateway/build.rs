@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = ["keel/v1/tenant.proto", "keel/v1/user.proto"].map(|f| root.join(f));
+    let files = [
+        "keel/v1/tenant.proto",
+        "keel/v1/user.proto",
+        "keel/v1/app.proto",
+        "keel/v1/flag.proto",
+        "keel/v1/routing.proto",
+    ]
+    .map(|f| root.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -60,6 +60,10 @@ export KEEL_TEST_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
 # Tests that stop and restart a broker run a private one with this binary.
 export KEEL_TANSU_BIN="$TANSU_BIN"
 
+# CLI tests run the `keel` binary itself; the OFREP SDK test runs a stock OpenFeature SDK.
+cargo build -p keel-gateway --bin keel
+(cd "$SCRIPTS/../tests/ofrep-sdk" && npm ci --no-audit --no-fund --loglevel=error)
+
 if [ -n "${KEEL_TEST_CMD:-}" ]; then
   log "running KEEL_TEST_CMD: $KEEL_TEST_CMD"
   bash -c "$KEEL_TEST_CMD"

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "commands/0003_relay", sql: include_str!("../sql/0003_relay.sql") },
     Migration { name: "commands/0004_operator_credentials", sql: include_str!("../sql/0004_operator_credentials.sql") },
     Migration { name: "commands/0005_identity", sql: include_str!("../sql/0005_identity.sql") },
+    Migration { name: "commands/0006_apps", sql: include_str!("../sql/0006_apps.sql") },
 ];
 
 /// Why migrating failed.

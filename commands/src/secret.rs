@@ -22,6 +22,19 @@ pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The 256-bit server secret `name` from `auth_secrets`, created on first use (every
+/// gateway then shares it).
+pub async fn server_secret(pool: &sqlx::PgPool, name: &str) -> Result<[u8; 32], sqlx::Error> {
+    sqlx::query("INSERT INTO auth_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(random_bytes().to_vec())
+        .execute(pool)
+        .await?;
+    let key: Vec<u8> =
+        sqlx::query_scalar("SELECT secret FROM auth_secrets WHERE name = $1").bind(name).fetch_one(pool).await?;
+    key.try_into().map_err(|_| sqlx::Error::Protocol(format!("server secret {name} is not 32 bytes")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

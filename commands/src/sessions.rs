@@ -153,16 +153,7 @@ impl Sessions {
         ttl: Duration,
         throttle: ThrottlePolicy,
     ) -> Result<Self, sqlx::Error> {
-        sqlx::query("INSERT INTO auth_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(REFRESH_KEY_NAME)
-            .bind(secret::random_bytes().to_vec())
-            .execute(&pool)
-            .await?;
-        let key: Vec<u8> = sqlx::query_scalar("SELECT secret FROM auth_secrets WHERE name = $1")
-            .bind(REFRESH_KEY_NAME)
-            .fetch_one(&pool)
-            .await?;
-        let refresh_key = key.try_into().map_err(|_| sqlx::Error::Protocol("refresh key is not 32 bytes".into()))?;
+        let refresh_key = secret::server_secret(&pool, REFRESH_KEY_NAME).await?;
         Ok(Self {
             rotation: crate::store::relaxed_pool(&pool, 16),
             sessions: bus::framework(&pool),

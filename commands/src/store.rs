@@ -1,7 +1,7 @@
 //! The event store: postgres-es for reading; appends are Keel's own, so that every
 //! persisted event gets its own UUIDv7 `event_id` in its metadata (cqrs-es shares one
 //! metadata map across the events of a commit), a commit is one INSERT, and the
-//! identity index is updated in the same transaction (ADR 0009).
+//! identity and API-key indexes are updated in the same transaction (ADR 0009, 0010).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -40,7 +40,7 @@ impl KeelEventRepository {
             .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
-        if !events.iter().any(crate::identity_index::affects) {
+        if !events.iter().any(|e| crate::identity_index::affects(e) || crate::key_index::affects(e)) {
             // One statement is its own transaction: one round trip.
             insert.execute(&self.pool).await?;
             return Ok(());
@@ -49,6 +49,7 @@ impl KeelEventRepository {
         insert.execute(&mut *tx).await?;
         for event in events {
             crate::identity_index::apply(&mut tx, event).await?;
+            crate::key_index::apply(&mut tx, event).await?;
         }
         tx.commit().await
     }

@@ -1,6 +1,9 @@
 //! Contextual authorization (ADR 0005): a decision depends on who asks, in which
 //! tenant, on which resource and action, and on the tenant's plan.
 
+use std::collections::BTreeSet;
+
+use crate::app::Scope;
 use crate::envelope::{Actor, ActorType};
 use crate::ids::TenantId;
 use crate::plan::Plan;
@@ -38,6 +41,15 @@ pub enum Principal {
         /// The user's role there.
         role: TenantRole,
     },
+    /// A managed app, by one of its API keys.
+    App {
+        /// App id.
+        id: String,
+        /// The key it presented.
+        key_id: String,
+        /// What that key may do.
+        scopes: BTreeSet<Scope>,
+    },
 }
 
 impl Principal {
@@ -47,6 +59,7 @@ impl Principal {
             Principal::Operator { id } => Actor { kind: ActorType::Operator, id: id.clone() },
             Principal::Auditor { id } => Actor { kind: ActorType::Auditor, id: id.clone() },
             Principal::TenantUser { id, .. } => Actor { kind: ActorType::User, id: id.clone() },
+            Principal::App { id, .. } => Actor { kind: ActorType::App, id: id.clone() },
         }
     }
 }
@@ -74,6 +87,26 @@ pub enum Action {
     ManageUsers,
     /// List users, invitations and sessions.
     ReadUsers,
+    /// Register, update, disable and enable managed apps; issue and revoke their keys.
+    ManageApps,
+    /// List managed apps and their keys (prefixes only).
+    ReadApps,
+    /// Define flags and set tenants' flag values.
+    ManageFlags,
+    /// Read a tenant's flags (snapshot, OFREP).
+    ReadFlags,
+    /// Override a tenant's entitlements.
+    ManageEntitlements,
+    /// Read a tenant's entitlements.
+    ReadEntitlements,
+    /// Set deployment targets; publish and roll back routing snapshots.
+    ManageRouting,
+    /// Read routing snapshots.
+    ReadRouting,
+    /// Report what a fleet agent sees of a tenant's deployment.
+    ReportHealth,
+    /// Read the fleet's health and drift.
+    ReadFleetHealth,
 }
 
 /// The context of the request: the target tenant (if any) and its plan (if known).
@@ -102,18 +135,27 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
     match principal {
         Principal::Operator { .. } => Ok(()),
         Principal::Auditor { .. } => match action {
-            ReadTenant | ListTenants | ReadUsers => Ok(()),
+            ReadTenant | ListTenants | ReadUsers | ReadApps | ReadFlags | ReadEntitlements | ReadRouting
+            | ReadFleetHealth => Ok(()),
             _ => Err(Denied::NotPermitted),
         },
         Principal::TenantUser { tenant_id, role, .. } => {
             let own = target.tenant == Some(tenant_id);
             match (action, role) {
                 (_, _) if target.tenant.is_some() && !own => Err(Denied::Hidden),
-                (ReadTenant, _) => Ok(()),
+                (ReadTenant | ReadFlags | ReadEntitlements, _) => Ok(()),
                 (ChangePlan, TenantRole::Owner) => Ok(()),
                 (ManageUsers | ReadUsers, TenantRole::Owner | TenantRole::Admin) if own => Ok(()),
                 _ => Err(Denied::NotPermitted),
             }
+        }
+        Principal::App { scopes, .. } => {
+            let needed = match action {
+                ReadFlags | ReadEntitlements => Scope::FlagsRead,
+                ReportHealth | ReadRouting => Scope::FleetWrite,
+                _ => return Err(Denied::NotPermitted),
+            };
+            if scopes.contains(&needed) { Ok(()) } else { Err(Denied::NotPermitted) }
         }
     }
 }
@@ -174,6 +216,34 @@ mod tests {
         let auditor = Principal::Auditor { id: "a".into() };
         assert_eq!(authorize(&auditor, Action::ReadUsers, own), Ok(()));
         assert_eq!(authorize(&auditor, Action::ManageUsers, own), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn apps_do_what_their_key_scopes_allow() {
+        let app = |scopes: &[Scope]| Principal::App {
+            id: "app_1".into(),
+            key_id: "key_1".into(),
+            scopes: scopes.iter().copied().collect(),
+        };
+        let any = Target { tenant: Some(&tenant(7)), plan: None };
+        assert_eq!(authorize(&app(&[Scope::FlagsRead]), Action::ReadFlags, any), Ok(()));
+        assert_eq!(authorize(&app(&[Scope::FlagsRead]), Action::ReadEntitlements, any), Ok(()));
+        assert_eq!(authorize(&app(&[Scope::BillingWrite]), Action::ReadFlags, any), Err(Denied::NotPermitted));
+        assert_eq!(authorize(&app(&[Scope::FleetWrite]), Action::ReportHealth, any), Ok(()));
+        assert_eq!(authorize(&app(&[Scope::FlagsRead]), Action::ReportHealth, any), Err(Denied::NotPermitted));
+        for action in [Action::ManageFlags, Action::ManageApps, Action::ReadTenant, Action::ProvisionTenant] {
+            assert_eq!(authorize(&app(&Scope::ALL), action, any), Err(Denied::NotPermitted));
+        }
+    }
+
+    #[test]
+    fn tenant_users_read_their_own_flags_and_entitlements_only() {
+        let own = Target { tenant: Some(&tenant(1)), plan: None };
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        assert_eq!(authorize(&user(TenantRole::User), Action::ReadFlags, own), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::User), Action::ReadEntitlements, own), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadFlags, other), Err(Denied::Hidden));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ManageFlags, own), Err(Denied::NotPermitted));
     }
 
     #[test]

@@ -4,16 +4,21 @@
 
 pub mod access;
 pub mod app;
+pub mod catalog;
+pub mod deployment;
 pub mod directory;
 pub mod envelope;
 pub mod error;
+pub mod flag;
 pub mod ids;
 pub mod login_guard;
 pub mod password_policy;
 pub mod plan;
+pub mod routing;
 pub mod schemas;
 pub mod session;
 pub mod tenant;
+pub mod tenant_config;
 pub mod tenant_domain;
 pub mod validate;
 

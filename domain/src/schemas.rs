@@ -22,6 +22,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("directory.events.v1.json", schema_for!(DirectoryEvent).to_value()),
         ("session.events.v1.json", schema_for!(SessionEvent).to_value()),
         ("login_guard.events.v1.json", schema_for!(LoginGuardEvent).to_value()),
+        ("flag.events.v1.json", schema_for!(crate::flag::FlagEvent).to_value()),
+        ("tenant_config.events.v1.json", schema_for!(crate::tenant_config::TenantConfigEvent).to_value()),
+        ("deployment.events.v1.json", schema_for!(crate::deployment::DeploymentEvent).to_value()),
+        ("routing.events.v1.json", schema_for!(crate::routing::RoutingEvent).to_value()),
     ]
 }
 

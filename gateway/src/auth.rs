@@ -1,6 +1,7 @@
 //! Authentication: bearer credentials to principals. Users present access tokens
 //! (JWTs, see `tokens.rs`); the bootstrap operator token that `make up` creates on
 //! first start works until the first operator account exists (`keel operator create`).
+//! Managed apps present API keys (`keel_ak_…`, see `api_keys.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +12,7 @@ use sqlx::PgPool;
 use keel_domain::access::{Principal, TenantRole};
 use keel_domain::directory::UserRole;
 
+use crate::api_keys::ApiKeys;
 use crate::tokens::{TokenError, TokenService};
 
 /// How long a verified credential is trusted without asking the database again.
@@ -33,6 +35,29 @@ pub enum AuthError {
     /// The credential store could not be asked.
     #[error("authentication is temporarily unavailable")]
     Unavailable,
+    /// The API key was revoked.
+    #[error("API key has been revoked")]
+    KeyRevoked,
+    /// The API key is past its expiry.
+    #[error("API key has expired")]
+    KeyExpired,
+    /// The API key's app is disabled.
+    #[error("the app is disabled")]
+    AppDisabled,
+}
+
+impl AuthError {
+    /// The stable code callers see for API-key refusals.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthError::Missing | AuthError::Invalid => "unauthenticated",
+            AuthError::SessionEnded => "session_expired",
+            AuthError::Unavailable => "unavailable",
+            AuthError::KeyRevoked => "key_revoked",
+            AuthError::KeyExpired => "key_expired",
+            AuthError::AppDisabled => "app_disabled",
+        }
+    }
 }
 
 /// Turns bearer credentials into principals.
@@ -40,6 +65,7 @@ pub enum AuthError {
 pub struct Authenticator {
     pool: PgPool,
     tokens: Arc<TokenService>,
+    api_keys: Arc<ApiKeys>,
     cache: RwLock<HashMap<String, (Principal, Instant)>>,
 }
 
@@ -63,7 +89,7 @@ pub fn new_operator_token() -> String {
 impl Authenticator {
     /// An authenticator for operator tokens in `pool` and access tokens of `tokens`.
     pub fn new(pool: PgPool, tokens: Arc<TokenService>) -> Self {
-        Self { pool, tokens, cache: RwLock::new(HashMap::new()) }
+        Self { api_keys: Arc::new(ApiKeys::new(pool.clone())), pool, tokens, cache: RwLock::new(HashMap::new()) }
     }
 
     /// The access tokens.
@@ -71,9 +97,17 @@ impl Authenticator {
         &self.tokens
     }
 
+    /// The managed apps' API keys.
+    pub fn api_keys(&self) -> &Arc<ApiKeys> {
+        &self.api_keys
+    }
+
     /// The principal behind an `authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer(header).ok_or(AuthError::Missing)?;
+        if token.starts_with(keel_commands::apps::KEY_PREFIX) {
+            return self.api_keys.verify(token).await;
+        }
         if !token.starts_with(OPERATOR_TOKEN_PREFIX) {
             return self.access_token(token).map(|(principal, _)| principal);
         }

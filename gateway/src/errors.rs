@@ -84,6 +84,9 @@ impl From<AuthError> for Problem {
             AuthError::Invalid => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the credential is not valid"),
             AuthError::SessionEnded => Self::new(StatusCode::UNAUTHORIZED, "session_expired", err.to_string()),
             AuthError::Unavailable => Self::unavailable("unavailable", err.to_string(), 1),
+            AuthError::KeyRevoked | AuthError::KeyExpired | AuthError::AppDisabled => {
+                Self::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string())
+            }
         }
     }
 }
@@ -156,6 +159,9 @@ pub fn auth_status(err: AuthError) -> tonic::Status {
         }
         AuthError::SessionEnded => with_code(tonic::Status::unauthenticated(err.to_string()), "session_expired"),
         AuthError::Unavailable => with_code(tonic::Status::unavailable(err.to_string()), "unavailable"),
+        AuthError::KeyRevoked | AuthError::KeyExpired | AuthError::AppDisabled => {
+            with_code(tonic::Status::unauthenticated(err.to_string()), err.code())
+        }
     }
 }
 

@@ -265,7 +265,14 @@ impl UserService for UserApi {
             &key,
             |ctx, principal| async move {
                 let (Principal::TenantUser { id, .. } | Principal::Operator { id } | Principal::Auditor { id }) =
-                    principal;
+                    principal
+                else {
+                    return Err(coded(
+                        tonic::Code::PermissionDenied,
+                        "permission_denied",
+                        "this credential has no password",
+                    ));
+                };
                 let user: UserId = id.parse().map_err(|_| {
                     coded(tonic::Code::PermissionDenied, "permission_denied", "this credential has no password")
                 })?;

@@ -1,16 +1,24 @@
 //! The `keel` binary's library: the gRPC command API, the REST query API, and the
 //! wiring of relay, projectors and schedulers into one process.
 
+pub mod api_keys;
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod flag_cache;
 pub mod grpc;
+pub mod grpc_apps;
+pub mod grpc_flags;
+pub mod grpc_routing;
 pub mod grpc_tenants;
 pub mod grpc_users;
 pub mod openapi;
 pub mod ready;
 pub mod rest;
 pub mod rest_auth;
+pub mod rest_flags;
+pub mod rest_ofrep;
+pub mod rest_routing;
 pub mod rest_tenants;
 pub mod server;
 pub mod sweeper;

@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Managed apps and their API keys (prints JSON).
+    App {
+        #[command(subcommand)]
+        command: AppCli,
+    },
     /// Access-token signing keys.
     Keys {
         #[command(subcommand)]
@@ -101,6 +106,68 @@ enum OperatorCommand {
         /// operator or auditor.
         #[arg(long, default_value = "operator")]
         role: String,
+        #[command(flatten)]
+        owner: Owner,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCli {
+    /// Register a managed app; prints {"app_id", "position"}.
+    Register {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Environment, e.g. production.
+        #[arg(long)]
+        environment: String,
+        /// Makes a retry safe (a fresh one by default).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Issue an API key; prints {"key_id", "secret", …}. The secret is shown this once.
+    IssueKey {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// flags:read, billing:write, billing:read, audit:write or fleet:write (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Makes a retry safe (a fresh one by default).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Revoke an API key for good.
+    RevokeKey {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// The key.
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Block an app and all its keys.
+    Disable {
+        /// The app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        owner: Owner,
+    },
+    /// Lift a disable.
+    Enable {
+        /// The app.
+        #[arg(long)]
+        app: String,
         #[command(flatten)]
         owner: Owner,
     },
@@ -176,7 +243,8 @@ async fn owner_pool(owner: &Owner) -> Result<PgPool, String> {
 }
 
 /// Every read model of this build, by name.
-const READ_MODELS: &[&str] = &[keel_projections::tenant_registry::NAME];
+const READ_MODELS: &[&str] =
+    &[keel_projections::tenant_registry::NAME, keel_projections::flag_snapshots::NAME, keel_projections::routing::NAME];
 
 /// Runs `$body` with `$model` bound to the read model named `$name` (one arm per read model).
 macro_rules! with_read_model {
@@ -184,6 +252,14 @@ macro_rules! with_read_model {
         match $name {
             keel_projections::tenant_registry::NAME => {
                 let $model = &TenantRegistry;
+                $body
+            }
+            keel_projections::routing::NAME => {
+                let $model = &keel_projections::routing::RoutingModel;
+                $body
+            }
+            keel_projections::flag_snapshots::NAME => {
+                let $model = &keel_projections::flag_snapshots::FlagSnapshots;
                 $body
             }
             other => Err(format!("unknown read model {other:?}; known: {}", READ_MODELS.join(", "))),
@@ -307,6 +383,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::App { command } => app_command(command).await,
         Command::Keys { command: KeysCommand::Rotate { publish_ahead, retire_after, owner } } => {
             let pool = owner_pool(&owner).await?;
             let kid = keel_gateway::tokens::rotate_keys(
@@ -341,6 +418,64 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
     }
+}
+
+async fn app_command(command: AppCli) -> Result<(), String> {
+    use keel_commands::apps::AppCommands;
+    use keel_commands::bus::CommandContext;
+    use keel_domain::app::AppCommand;
+    use keel_domain::envelope::Actor;
+    use keel_domain::ids::{ApiKeyId, AppId};
+    let context = |key: Option<String>| {
+        let key = key.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        CommandContext::new(Actor::system("keel-cli"), uuid::Uuid::now_v7().to_string(), key)
+    };
+    let app_id = |raw: &str| raw.trim().parse::<AppId>().map_err(|e| e.to_string());
+    let commands = |owner: Owner| async move {
+        let pool = owner_pool(&owner).await?;
+        AppCommands::new(pool).await.map_err(|e| e.to_string())
+    };
+    let simple = |app: String, owner: Owner, make: fn(chrono::DateTime<chrono::Utc>) -> AppCommand| async move {
+        let id = app_id(&app)?;
+        let ctx = context(None);
+        let done = commands(owner).await?.execute(&ctx, &id, make(ctx.received_at)).await.map_err(|e| e.message)?;
+        Ok::<_, String>(serde_json::json!({ "app_id": id.as_str(), "position": done.position }))
+    };
+    let out = match command {
+        AppCli::Register { name, environment, idempotency_key, owner } => {
+            let done = commands(owner)
+                .await?
+                .register(&context(idempotency_key), &name, &environment)
+                .await
+                .map_err(|e| e.message)?;
+            serde_json::json!({ "app_id": done.app_id, "position": done.position })
+        }
+        AppCli::IssueKey { app, scopes, expires_at, idempotency_key, owner } => {
+            let id = app_id(&app)?;
+            let expires_at = expires_at
+                .map(|raw| chrono::DateTime::parse_from_rfc3339(&raw).map(|t| t.with_timezone(&chrono::Utc)))
+                .transpose()
+                .map_err(|_| "--expires-at must be an RFC 3339 time".to_string())?;
+            let key = commands(owner)
+                .await?
+                .issue_key(&context(idempotency_key), &id, &scopes, expires_at)
+                .await
+                .map_err(|e| e.message)?;
+            serde_json::to_value(&key).map_err(|e| e.to_string())?
+        }
+        AppCli::RevokeKey { app, key, owner } => {
+            let id = app_id(&app)?;
+            let key_id: ApiKeyId = key.trim().parse().map_err(|e: keel_domain::ids::MalformedId| e.to_string())?;
+            let ctx = context(None);
+            let command = AppCommand::RevokeKey { key_id, at: ctx.received_at };
+            let done = commands(owner).await?.execute(&ctx, &id, command).await.map_err(|e| e.message)?;
+            serde_json::json!({ "app_id": id.as_str(), "key_id": key.trim(), "position": done.position })
+        }
+        AppCli::Disable { app, owner } => simple(app, owner, |_| AppCommand::Disable).await?,
+        AppCli::Enable { app, owner } => simple(app, owner, |_| AppCommand::Enable).await?,
+    };
+    println!("{out}");
+    Ok(())
 }
 
 fn write_secret(path: &PathBuf, secret: &str) -> std::io::Result<()> {

@@ -11,6 +11,7 @@ use crate::rest_auth::{
     IntrospectRequest, Introspection, LoginRequest, LogoutRequest, RefreshRequest, ResetRequest, TokenAndPassword,
     TokenResponse, UserChangedResponse,
 };
+use crate::rest_routing::{FleetHealthPage, HealthReportAccepted, HealthReportBody};
 use crate::rest_tenants::TenantPage;
 
 fn problem(description: &str) -> Value {
@@ -57,6 +58,12 @@ pub fn document() -> Value {
     generator.subschema_for::<TokenResponse>();
     generator.subschema_for::<Introspection>();
     generator.subschema_for::<UserChangedResponse>();
+    generator.subschema_for::<keel_projections::routing::SnapshotRow>();
+    generator.subschema_for::<keel_projections::flag_snapshots::FlagSnapshot>();
+    generator.subschema_for::<crate::rest_flags::Entitlements>();
+    generator.subschema_for::<FleetHealthPage>();
+    generator.subschema_for::<HealthReportBody>();
+    generator.subschema_for::<HealthReportAccepted>();
     let schemas = generator.take_definitions(true);
     let min_position = json!({
         "name": "X-Keel-Min-Position", "in": "header", "required": false,
@@ -119,6 +126,88 @@ pub fn document() -> Value {
                     ("200".to_string(), ok("TenantRow")),
                     ("404".to_string(), problem("No such tenant (or not visible to the caller)")),
                     ("410".to_string(), problem("The tenant was purged")),
+                ]))
+            } },
+            "/v1/tenants/{id}/flags": { "get": {
+                "summary": "A tenant's flag snapshot: effective flags and entitlements, version and checksum (tenant users, operators, auditors, flags:read keys); ETag, If-None-Match gives 304; 422 tenant_suspended / tenant_pending_deletion, 410 tenant_purged",
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+                    min_position
+                ],
+                "responses": errors(serde_json::Map::from_iter([
+                    ("200".to_string(), ok("FlagSnapshot")),
+                    ("304".to_string(), json!({ "description": "Not modified" })),
+                ]))
+            } },
+            "/v1/control-plane/tenants/{id}/entitlements": { "get": {
+                "summary": "A tenant's entitlements: plan grants and overrides, each with its source, who changed it and when",
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    min_position
+                ],
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("Entitlements"))]))
+            } },
+            "/ofrep/v1/evaluate/flags": { "post": {
+                "summary": "OFREP bulk evaluation (OpenFeature Remote Evaluation Protocol); context.targetingKey is the tenant id; ETag / If-None-Match; advertises an SSE stream (eventStreams)",
+                "responses": { "200": { "description": "OFREP bulk response" }, "304": { "description": "Not modified" }, "400": { "description": "OFREP error (errorCode, errorDetails)" }, "401": { "description": "problem+json" }, "403": { "description": "problem+json" } }
+            } },
+            "/ofrep/v1/evaluate/flags/{key}": { "post": {
+                "summary": "OFREP single-flag evaluation",
+                "parameters": [ { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "OFREP evaluation" }, "400": { "description": "OFREP error" }, "404": { "description": "FLAG_NOT_FOUND" } }
+            } },
+            "/ofrep/v1/events": { "get": {
+                "summary": "SSE stream of refetchEvaluation events for one tenant (the URL advertised in eventStreams)",
+                "parameters": [
+                    { "name": "tenant", "in": "query", "required": true, "schema": { "type": "string" } },
+                    { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } }
+                ],
+                "responses": { "200": { "description": "text/event-stream" } }
+            } },
+            "/v1/control-plane/routing/snapshots/latest": { "get": {
+                "summary": "The newest routing snapshot (operators, auditors, fleet:write keys); ETag is its quoted checksum",
+                "parameters": [
+                    { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+                    min_position
+                ],
+                "responses": errors(serde_json::Map::from_iter([
+                    ("200".to_string(), ok("SnapshotRow")),
+                    ("304".to_string(), json!({ "description": "Not modified (If-None-Match names the current checksum)" })),
+                    ("404".to_string(), problem("No snapshot published yet")),
+                ]))
+            } },
+            "/v1/control-plane/routing/snapshots/{version}": { "get": {
+                "summary": "One routing snapshot version",
+                "parameters": [
+                    { "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } },
+                    { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+                    min_position
+                ],
+                "responses": errors(serde_json::Map::from_iter([
+                    ("200".to_string(), ok("SnapshotRow")),
+                    ("304".to_string(), json!({ "description": "Not modified" })),
+                    ("404".to_string(), problem("No such version")),
+                ]))
+            } },
+            "/v1/control-plane/health/tenants": { "get": {
+                "summary": "Deployment state, last fleet report and drift per tenant (operators and auditors)",
+                "parameters": [
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 200, "default": 50 } },
+                    min_position
+                ],
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("FleetHealthPage"))]))
+            } },
+            "/v1/control-plane/health/reports": { "post": {
+                "summary": "A fleet agent's health report (API keys with fleet:write; operators give agent_id)",
+                "parameters": [
+                    { "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 } }
+                ],
+                "requestBody": body("HealthReportBody"),
+                "responses": errors(serde_json::Map::from_iter([
+                    ("200".to_string(), ok("HealthReportAccepted")),
+                    ("404".to_string(), problem("No such tenant")),
                 ]))
             } }
         },

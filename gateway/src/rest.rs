@@ -43,6 +43,14 @@ pub struct AppState {
     pub users: Arc<keel_commands::users::UserCommands>,
     /// Sessions (login, refresh, logout).
     pub sessions: Arc<keel_commands::sessions::Sessions>,
+    /// Every tenant's flag snapshot, kept current.
+    pub flags: Arc<crate::flag_cache::FlagCache>,
+    /// The key of OFREP stream tokens (shared by all gateways).
+    pub stream_key: Arc<[u8; 32]>,
+    /// Deployment and routing commands (fleet health reports).
+    pub routing: Arc<keel_commands::routing::RoutingCommands>,
+    /// Fires when the process stops (ends open event streams).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The REST router.
@@ -53,8 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .merge(crate::rest_tenants::routes())
         .merge(crate::rest_auth::routes())
+        .merge(crate::rest_flags::routes())
+        .merge(crate::rest_routing::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(correlation))
+        // The hot path: no per-request span or log line.
+        .merge(crate::rest_ofrep::routes())
         .with_state(state)
 }
 
@@ -127,6 +139,23 @@ impl FromRequestParts<AppState> for Caller {
                 Err(err.into())
             }
         }
+    }
+}
+
+/// `authorize` for REST: an app refused for a scope its key lacks gets `403 missing_scope`,
+/// and the refusal is recorded (audited).
+pub fn authorize_request(
+    state: &AppState,
+    principal: &Principal,
+    action: keel_domain::access::Action,
+    target: keel_domain::access::Target<'_>,
+) -> Result<(), Problem> {
+    match keel_domain::access::authorize(principal, action, target) {
+        Err(keel_domain::access::Denied::NotPermitted) if matches!(principal, Principal::App { .. }) => {
+            state.auth.api_keys().note_missing_scope(principal);
+            Err(Problem::new(StatusCode::FORBIDDEN, "missing_scope", "this API key lacks the scope this needs"))
+        }
+        other => other.map_err(Problem::from),
     }
 }
 

@@ -48,18 +48,21 @@ pub struct TenantPage {
     pub next_cursor: Option<String>,
 }
 
-fn scope(principal: &Principal) -> Scope {
+pub fn scope(principal: &Principal) -> Scope {
     match principal {
-        Principal::Operator { .. } | Principal::Auditor { .. } => Scope::Platform,
+        // An app reaches a read only through `authorize`, which limits it to its key's scopes.
+        Principal::Operator { .. } | Principal::Auditor { .. } | Principal::App { .. } => Scope::Platform,
         Principal::TenantUser { tenant_id, .. } => Scope::Tenant(tenant_id.to_string()),
     }
 }
 
-fn encode_cursor(tenant_id: &str) -> String {
+/// A page cursor naming the last tenant id of a page.
+pub fn encode_cursor(tenant_id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tenant_id)
 }
 
-fn decode_cursor(cursor: &str) -> Option<String> {
+/// The tenant id a cursor names, if it is one.
+pub fn decode_cursor(cursor: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let id = String::from_utf8(bytes).ok()?;
     id.parse::<TenantId>().ok().map(|t| t.to_string())

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use keel_commands::apps::AppCommands;
 use keel_commands::mail::Mailer;
 use keel_commands::passwords::Passwords;
 use keel_commands::relay::{Relay, RelayConfig, RelayStatus};
@@ -19,14 +20,22 @@ use keel_commands::sessions::Sessions;
 use keel_commands::tenants::TenantCommands;
 use keel_commands::throttle::ThrottlePolicy;
 use keel_commands::users::UserCommands;
+use keel_projections::flag_snapshots::FlagSnapshots;
 use keel_projections::kafka::ConsumerSettings;
 use keel_projections::projector::{Projector, ProjectorStatus};
 use keel_projections::tenant_registry::TenantRegistry;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::flag_cache::FlagCache;
+use crate::grpc_apps::AppApi;
+use crate::grpc_flags::FlagApi;
+use crate::grpc_routing::RoutingApi;
 use crate::grpc_tenants::TenantApi;
 use crate::grpc_users::UserApi;
+use crate::proto::app_service_server::AppServiceServer;
+use crate::proto::flag_service_server::FlagServiceServer;
+use crate::proto::routing_service_server::RoutingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::ready::ReadyCheck;
@@ -82,6 +91,10 @@ pub struct Running {
     pub relay: Arc<RelayStatus>,
     /// The tenant registry projector's status.
     pub registry: Arc<ProjectorStatus>,
+    /// The flag snapshot projector's status.
+    pub flag_snapshots: Arc<ProjectorStatus>,
+    /// The routing projector's status.
+    pub routing: Arc<ProjectorStatus>,
     /// The runtime pool.
     pub pool: PgPool,
     /// Tenant commands (for in-process tools and tests).
@@ -90,6 +103,8 @@ pub struct Running {
     pub users: Arc<UserCommands>,
     /// Access tokens.
     pub tokens: Arc<TokenService>,
+    /// Managed-app commands (for in-process tools and tests).
+    pub apps: Arc<AppCommands>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -163,6 +178,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     }
 
     let registry = Arc::new(ProjectorStatus::default());
+    let flag_status = Arc::new(ProjectorStatus::default());
+    let routing_status = Arc::new(ProjectorStatus::default());
     if workers.projectors {
         let consumer = ConsumerSettings {
             brokers: settings.kafka_brokers.clone(),
@@ -171,9 +188,25 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         let projector = Projector::new(
             Arc::new(TenantRegistry),
             relaxed.clone(),
-            consumer,
+            consumer.clone(),
             settings.events_topic.clone(),
             registry.clone(),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
+        let projector = Projector::new(
+            Arc::new(FlagSnapshots),
+            relaxed.clone(),
+            consumer.clone(),
+            settings.events_topic.clone(),
+            flag_status.clone(),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
+        let projector = Projector::new(
+            Arc::new(keel_projections::routing::RoutingModel),
+            relaxed.clone(),
+            consumer.clone(),
+            settings.events_topic.clone(),
+            routing_status.clone(),
         );
         tasks.push(tokio::spawn(projector.run(rx.clone())));
     }
@@ -210,6 +243,15 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     }
 
     let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+    let apps = Arc::new(AppCommands::new(pool.clone()).await?);
+    auth.api_keys().refresh().await?;
+    tasks.push(tokio::spawn(auth.api_keys().clone().run(apps.clone(), rx.clone())));
+    let routing_commands = Arc::new(keel_commands::routing::RoutingCommands::new(pool.clone()));
+    let flag_commands = Arc::new(keel_commands::flags::FlagCommands::new(pool.clone()));
+    let flags = Arc::new(FlagCache::new(pool.clone()));
+    flags.reload().await?;
+    tasks.push(tokio::spawn(flags.clone().run(rx.clone())));
+    let stream_key = Arc::new(keel_commands::secret::server_secret(&pool, "ofrep_stream_token").await?);
     let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay_status.clone())?);
 
     let app = router(AppState {
@@ -219,6 +261,10 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         settings: settings.clone(),
         users: users.clone(),
         sessions: sessions.clone(),
+        flags,
+        stream_key,
+        routing: routing_commands.clone(),
+        shutdown: rx.clone(),
     });
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -238,6 +284,9 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TenantServiceServer<TenantApi>>().await;
     health.set_serving::<UserServiceServer<UserApi>>().await;
+    health.set_serving::<AppServiceServer<AppApi>>().await;
+    health.set_serving::<FlagServiceServer<FlagApi>>().await;
+    health.set_serving::<RoutingServiceServer<RoutingApi>>().await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder.register_encoded_file_descriptor_set(crate::proto::DESCRIPTOR)
     };
@@ -256,6 +305,9 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
                 .map(axum::http::HeaderName::from_static),
         );
     let api = TenantApi::new(tenants.clone(), auth.clone());
+    let app_api = AppApi::new(apps.clone(), auth.clone());
+    let flag_api = FlagApi::new(flag_commands, auth.clone());
+    let routing_api = RoutingApi::new(routing_commands.clone(), auth.clone());
     let user_api = UserApi::new(users.clone(), sessions, auth, pool.clone());
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -265,6 +317,9 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(TenantServiceServer::new(api))
             .add_service(UserServiceServer::new(user_api))
+            .add_service(AppServiceServer::new(app_api))
+            .add_service(FlagServiceServer::new(flag_api))
+            .add_service(RoutingServiceServer::new(routing_api))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -277,5 +332,19 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     }));
 
     tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
-    Ok(Running { rest_addr, grpc_addr, relay: relay_status, registry, pool, tenants, users, tokens, shutdown, tasks })
+    Ok(Running {
+        rest_addr,
+        grpc_addr,
+        relay: relay_status,
+        registry,
+        flag_snapshots: flag_status,
+        routing: routing_status,
+        pool,
+        tenants,
+        users,
+        tokens,
+        apps,
+        shutdown,
+        tasks,
+    })
 }

@@ -5,11 +5,13 @@
 
 pub mod batch;
 pub mod dead_letters;
+pub mod flag_snapshots;
 pub mod kafka;
 pub mod progress;
 pub mod projector;
 pub mod read_model;
 pub mod replay;
+pub mod routing;
 pub mod tenant_registry;
 
 pub use read_model::ReadModel;

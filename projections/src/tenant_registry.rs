@@ -210,7 +210,8 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-async fn scoped(pool: &PgPool, scope: &Scope) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+/// A transaction whose queries run in `scope` (row-level security applies).
+pub async fn scoped(pool: &PgPool, scope: &Scope) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     match scope {
         Scope::Platform => sqlx::query("SELECT set_config('keel.scope', 'platform', true)").execute(&mut *tx).await?,

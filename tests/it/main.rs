@@ -1,13 +1,16 @@
 //! Integration and end-to-end tests: real Postgres, real Kafka-protocol broker,
 //! Keel's public gRPC and REST APIs. Run with `make test`.
 
+mod apps;
 mod broker_outage;
 mod dead_letters;
 mod event_store;
+mod flags;
 mod grpc;
 mod identity;
 mod interfaces;
 mod projector;
 mod rest;
+mod routing;
 mod schemas;
 mod support;

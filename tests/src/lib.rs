@@ -89,6 +89,16 @@ impl TestEnv {
         keel_projections::read_model::ensure_schema(&owner, &TenantRegistry, RUNTIME_ROLE)
             .await
             .expect("read model schema");
+        keel_projections::read_model::ensure_schema(
+            &owner,
+            &keel_projections::flag_snapshots::FlagSnapshots,
+            RUNTIME_ROLE,
+        )
+        .await
+        .expect("read model schema");
+        keel_projections::read_model::ensure_schema(&owner, &keel_projections::routing::RoutingModel, RUNTIME_ROLE)
+            .await
+            .expect("read model schema");
         owner.close().await;
 
         let topic = format!("keel.events.it.{}", uuid::Uuid::new_v4().simple());

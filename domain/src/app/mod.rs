@@ -115,6 +115,19 @@ pub enum AppCommand {
         /// When.
         at: DateTime<Utc>,
     },
+    /// Record refused requests made with one of the app's keys (gateways coalesce them).
+    RecordDenials {
+        /// The key presented.
+        key_id: ApiKeyId,
+        /// Why they were refused (`key_revoked`, `key_expired`, `app_disabled`, `wrong_secret`, `missing_scope`).
+        reason: String,
+        /// How many requests.
+        count: u64,
+        /// The first of them.
+        first_at: DateTime<Utc>,
+        /// The last of them.
+        last_at: DateTime<Utc>,
+    },
 }
 
 impl AppCommand {
@@ -131,6 +144,9 @@ impl AppCommand {
                 format!("issue_key|{}|{}", scopes.join(","), expires_at.map(|t| t.to_rfc3339()).unwrap_or_default())
             }
             AppCommand::RevokeKey { key_id, .. } => format!("revoke_key|{key_id}"),
+            AppCommand::RecordDenials { key_id, reason, count, first_at, .. } => {
+                format!("record_denials|{key_id}|{reason}|{count}|{}", first_at.to_rfc3339())
+            }
         }
     }
 }
@@ -190,6 +206,20 @@ pub enum AppEvent {
         /// When.
         revoked_at: DateTime<Utc>,
     },
+    /// Requests made with one of the app's keys were refused (coalesced per key and reason).
+    #[serde(rename = "app.access_denied")]
+    AccessDenied {
+        /// The key presented.
+        key_id: ApiKeyId,
+        /// Why: `key_revoked`, `key_expired`, `app_disabled`, `wrong_secret` or `missing_scope`.
+        reason: String,
+        /// How many requests.
+        count: u64,
+        /// The first of them.
+        first_at: DateTime<Utc>,
+        /// The last of them.
+        last_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AppEvent {
@@ -201,6 +231,7 @@ impl DomainEvent for AppEvent {
             AppEvent::Enabled {} => "app.enabled",
             AppEvent::KeyIssued { .. } => "app.key_issued",
             AppEvent::KeyRevoked { .. } => "app.key_revoked",
+            AppEvent::AccessDenied { .. } => "app.access_denied",
         }
         .to_string()
     }
@@ -362,6 +393,15 @@ impl App {
                 Some(key) if key.revoked => return Ok(None),
                 Some(_) => AppEvent::KeyRevoked { key_id, revoked_at: at },
             },
+            AppCommand::RecordDenials { key_id, reason, count, first_at, last_at } => {
+                if !self.keys.contains_key(&key_id) {
+                    return Err(AppError::KeyNotFound);
+                }
+                if count == 0 {
+                    return Ok(None);
+                }
+                AppEvent::AccessDenied { key_id, reason, count, first_at, last_at }
+            }
         };
         Ok(Some(event))
     }
@@ -414,6 +454,7 @@ impl Aggregate for App {
                     key.revoked = true;
                 }
             }
+            AppEvent::AccessDenied { .. } => {}
         }
     }
 }

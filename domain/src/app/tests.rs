@@ -172,3 +172,27 @@ fn scopes_have_wire_names() {
     assert_eq!(json["type"], "app.key_issued");
     assert_eq!(json["scopes"], serde_json::json!(["flags:read"]));
 }
+
+#[test]
+fn denials_are_recorded_for_known_keys_even_on_a_disabled_app() {
+    let record = |count| AppCommand::RecordDenials {
+        key_id: key(1),
+        reason: "app_disabled".into(),
+        count,
+        first_at: t0(),
+        last_at: t0() + Duration::seconds(2),
+    };
+    let denied = AppEvent::AccessDenied {
+        key_id: key(1),
+        reason: "app_disabled".into(),
+        count: 3,
+        first_at: t0(),
+        last_at: t0() + Duration::seconds(2),
+    };
+    Given::with(())
+        .given(vec![registered(), issued(1), AppEvent::Disabled {}])
+        .when(record(3))
+        .then_expect_events(vec![denied]);
+    Given::with(()).given(vec![registered(), issued(1)]).when(record(0)).then_expect_events(vec![]);
+    Given::with(()).given(vec![registered()]).when(record(1)).then_expect_error(AppError::KeyNotFound);
+}

@@ -1,0 +1,214 @@
+//! gRPC `keel.v1.AppService`: managed apps and their API keys.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tonic::{Request, Response, Status};
+
+use keel_commands::apps::AppCommands;
+use keel_domain::access::Action;
+use keel_domain::app::AppCommand;
+use keel_domain::ids::{ApiKeyId, AppId};
+
+use crate::auth::Authenticator;
+use crate::errors::{invalid_argument, status};
+use crate::proto::app_service_server::AppService;
+use crate::proto::{
+    ApiKeyInfo, AppCommandResponse, AppInfo, AppRequest, IssueApiKeyRequest, IssueApiKeyResponse, ListApiKeysRequest,
+    ListApiKeysResponse, ListAppsRequest, ListAppsResponse, RegisterAppRequest, RegisterAppResponse,
+    RevokeApiKeyRequest, UpdateAppRequest,
+};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 500;
+
+/// The managed-app command API.
+pub struct AppApi {
+    commands: Arc<AppCommands>,
+    auth: Arc<Authenticator>,
+}
+
+impl AppApi {
+    /// The API over `commands`, authenticating with `auth`.
+    pub fn new(commands: Arc<AppCommands>, auth: Arc<Authenticator>) -> Self {
+        Self { commands, auth }
+    }
+
+    async fn execute(
+        &self,
+        rpc: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
+        raw_app_id: &str,
+        idempotency_key: &str,
+        command: impl FnOnce(DateTime<Utc>) -> AppCommand,
+    ) -> Result<Response<AppCommandResponse>, Status> {
+        let id = app_id(raw_app_id)?;
+        crate::grpc::run(&self.auth, rpc, metadata, Action::ManageApps, None, idempotency_key, |ctx, _| async move {
+            let command = command(ctx.received_at);
+            let done = self.commands.execute(&ctx, &id, command).await.map_err(|e| status(&e))?;
+            // In force on this gateway at once; the others poll within 200 ms.
+            if let Err(e) = self.auth.api_keys().refresh().await {
+                tracing::warn!(error = %e, "API key index refresh failed");
+            }
+            Ok(AppCommandResponse { position: done.position })
+        })
+        .await
+    }
+}
+
+/// Parses an app id argument.
+fn app_id(raw: &str) -> Result<AppId, Status> {
+    raw.trim().parse().map_err(|_| invalid_argument("invalid_app_id", "app_id is not an app id (app_…)"))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn optional_time(raw: &str, field: &str) -> Result<Option<DateTime<Utc>>, Status> {
+    match raw.trim() {
+        "" => Ok(None),
+        raw => DateTime::parse_from_rfc3339(raw)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| invalid_argument(&format!("invalid_{field}"), &format!("{field} must be an RFC 3339 time"))),
+    }
+}
+
+#[tonic::async_trait]
+impl AppService for AppApi {
+    async fn register_app(
+        &self,
+        request: Request<RegisterAppRequest>,
+    ) -> Result<Response<RegisterAppResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        crate::grpc::run(&self.auth, "RegisterApp", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+            |ctx, _| async move {
+                let done = self.commands.register(&ctx, &req.name, &req.environment).await.map_err(|e| status(&e))?;
+                Ok(RegisterAppResponse { app_id: done.app_id, position: done.position })
+            }
+        })
+        .await
+    }
+
+    async fn update_app(&self, request: Request<UpdateAppRequest>) -> Result<Response<AppCommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let command = |_| AppCommand::Update { name: req.name, environment: req.environment };
+        self.execute("UpdateApp", &metadata, &req.app_id, &req.idempotency_key, command).await
+    }
+
+    async fn disable_app(&self, request: Request<AppRequest>) -> Result<Response<AppCommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        self.execute("DisableApp", &metadata, &req.app_id, &req.idempotency_key, |_| AppCommand::Disable).await
+    }
+
+    async fn enable_app(&self, request: Request<AppRequest>) -> Result<Response<AppCommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        self.execute("EnableApp", &metadata, &req.app_id, &req.idempotency_key, |_| AppCommand::Enable).await
+    }
+
+    async fn issue_api_key(
+        &self,
+        request: Request<IssueApiKeyRequest>,
+    ) -> Result<Response<IssueApiKeyResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let id = app_id(&req.app_id)?;
+        let expires_at = optional_time(&req.expires_at, "expires_at")?;
+        crate::grpc::run(&self.auth, "IssueApiKey", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+            |ctx, _| async move {
+                let key = self.commands.issue_key(&ctx, &id, &req.scopes, expires_at).await.map_err(|e| status(&e))?;
+                if let Err(e) = self.auth.api_keys().refresh().await {
+                    tracing::warn!(error = %e, "API key index refresh failed");
+                }
+                Ok(IssueApiKeyResponse {
+                    key_id: key.key_id,
+                    secret: key.secret,
+                    prefix: key.prefix,
+                    scopes: key.scopes,
+                    expires_at: key.expires_at.map(rfc3339).unwrap_or_default(),
+                    position: key.position,
+                })
+            }
+        })
+        .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<AppCommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let key_id: ApiKeyId = req
+            .key_id
+            .trim()
+            .parse()
+            .map_err(|_| invalid_argument("invalid_key_id", "key_id is not a key id (key_…)"))?;
+        let command = |at| AppCommand::RevokeKey { key_id, at };
+        self.execute("RevokeApiKey", &metadata, &req.app_id, &req.idempotency_key, command).await
+    }
+
+    async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let after = match req.page_token.trim() {
+            "" => None,
+            raw => Some(
+                raw.parse::<AppId>()
+                    .map_err(|_| invalid_argument("invalid_page_token", "page_token is malformed"))?
+                    .to_string(),
+            ),
+        };
+        let limit = i64::from(if req.page_size == 0 { DEFAULT_PAGE } else { req.page_size.min(MAX_PAGE) });
+        crate::grpc::run(&self.auth, "ListApps", &metadata, Action::ReadApps, None, "", |_, _| async move {
+            let mut rows = self.commands.list_apps(after.as_deref(), limit + 1).await.map_err(|e| status(&e))?;
+            let next = if rows.len() as i64 > limit {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| r.app_id.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let apps = rows
+                .into_iter()
+                .map(|r| AppInfo {
+                    app_id: r.app_id,
+                    name: r.name,
+                    environment: r.environment,
+                    disabled: r.disabled,
+                    registered_at: rfc3339(r.registered_at),
+                })
+                .collect();
+            Ok(ListAppsResponse { apps, next_page_token: next })
+        })
+        .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let id = app_id(&req.app_id)?;
+        crate::grpc::run(&self.auth, "ListApiKeys", &metadata, Action::ReadApps, None, "", |_, _| async move {
+            if self.commands.app(&id).await.map_err(|e| status(&e))?.is_none() {
+                return Err(crate::errors::coded(tonic::Code::NotFound, "app_not_found", "app not found"));
+            }
+            let now = Utc::now();
+            let keys = self
+                .commands
+                .list_keys(&id)
+                .await
+                .map_err(|e| status(&e))?
+                .into_iter()
+                .map(|k| ApiKeyInfo {
+                    active: k.revoked_at.is_none() && k.expires_at.is_none_or(|end| now < end),
+                    key_id: k.key_id,
+                    prefix: k.prefix,
+                    scopes: k.scopes,
+                    expires_at: k.expires_at.map(rfc3339).unwrap_or_default(),
+                    issued_at: rfc3339(k.issued_at),
+                    revoked_at: k.revoked_at.map(rfc3339).unwrap_or_default(),
+                })
+                .collect();
+            Ok(ListApiKeysResponse { keys })
+        })
+        .await
+    }
+}

@@ -1,0 +1,152 @@
+//! REST reads of a tenant's flag snapshot and entitlements. Both come from the
+//! gateway's flag cache; with `X-Keel-Min-Position` they are computed from the read
+//! model once it has reached that position (read-your-writes).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use keel_domain::access::{Action, Target};
+use keel_domain::catalog::EntitlementKind;
+use keel_domain::ids::TenantId;
+use keel_projections::flag_snapshots::{self, FlagSnapshot};
+
+use crate::errors::Problem;
+use crate::flag_cache::Served;
+use crate::rest::{AppState, Caller, MIN_POSITION_HEADER, authorize_request, wait_for_position};
+
+/// The flag and entitlement routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{id}/flags", get(flags))
+        .route("/v1/control-plane/tenants/{id}/entitlements", get(entitlements))
+}
+
+/// One entitlement as listed.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct EntitlementItem {
+    /// The catalog key, e.g. `connectors.aws_discovery` or `seats`.
+    pub key: String,
+    /// `capability` or `quota`.
+    pub kind: EntitlementKind,
+    /// `true`/`false`, or a limit (`null` = unlimited).
+    pub value: serde_json::Value,
+    /// `plan` or `override`.
+    pub source: String,
+    /// Who made it so (`kind:id`).
+    pub changed_by: Option<String>,
+    /// When.
+    pub changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A tenant's entitlements.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Entitlements {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its plan.
+    pub plan: Option<String>,
+    /// The snapshot version (event position) they reflect.
+    pub version: i64,
+    /// The entitlements, by key.
+    pub entitlements: Vec<EntitlementItem>,
+}
+
+/// The snapshot to answer with: the cache's, or the read model's at the asked position.
+async fn snapshot_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+    action: Action,
+    principal: &keel_domain::access::Principal,
+) -> Result<Arc<Served>, Problem> {
+    let id: TenantId = raw.parse().map_err(|_| Problem::not_found())?;
+    authorize_request(state, principal, action, Target { tenant: Some(&id), plan: None })?;
+    if !headers.contains_key(MIN_POSITION_HEADER) {
+        return state.flags.get(id.as_str()).ok_or_else(Problem::not_found);
+    }
+    wait_for_position(state, headers, flag_snapshots::NAME).await?;
+    let row =
+        flag_snapshots::tenants(&state.pool, Some(&[id.to_string()])).await?.pop().ok_or_else(Problem::not_found)?;
+    let definitions = flag_snapshots::definitions(&state.pool).await?;
+    Ok(Arc::new(Served::new(flag_snapshots::snapshot(&row, &definitions))))
+}
+
+fn refuse_inactive(snapshot: &FlagSnapshot) -> Result<(), Problem> {
+    match snapshot.status.as_str() {
+        "active" => Ok(()),
+        "purged" => Err(Problem::new(StatusCode::GONE, "tenant_purged", "the tenant was deleted")),
+        "suspended" => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tenant_suspended",
+            "the tenant is suspended; its flags are not served",
+        )),
+        "pending_deletion" => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tenant_pending_deletion",
+            "the tenant is being deleted; its flags are not served",
+        )),
+        _ => Err(Problem::not_found()),
+    }
+}
+
+async fn flags(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    let served = snapshot_for(&state, &headers, &raw, Action::ReadFlags, &principal).await?;
+    refuse_inactive(&served.snapshot)?;
+    let etag = HeaderValue::from_str(&served.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == served.etag));
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from(served.rest_body.clone()));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    };
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
+}
+
+async fn entitlements(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<Entitlements>, Problem> {
+    let served = snapshot_for(&state, &headers, &raw, Action::ReadEntitlements, &principal).await?;
+    let snapshot = &served.snapshot;
+    if snapshot.status == "purged" {
+        return Err(Problem::new(StatusCode::GONE, "tenant_purged", "the tenant was deleted"));
+    }
+    let entitlements = snapshot
+        .entitlements
+        .iter()
+        .map(|(key, e)| EntitlementItem {
+            key: key.clone(),
+            kind: e.kind,
+            value: e.value.clone(),
+            source: e.source.clone(),
+            changed_by: e.changed_by.clone(),
+            changed_at: e.changed_at,
+        })
+        .collect();
+    Ok(Json(Entitlements {
+        tenant_id: snapshot.tenant_id.clone(),
+        plan: snapshot.plan.clone(),
+        version: snapshot.version,
+        entitlements,
+    }))
+}
