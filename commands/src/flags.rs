@@ -11,7 +11,6 @@ use sqlx::PgPool;
 use keel_domain::flag::{Flag, FlagCommand, FlagError, FlagType};
 use keel_domain::ids::TenantId;
 use keel_domain::plan::Plan;
-use keel_domain::tenant::{Tenant, TenantError, TenantStatus};
 use keel_domain::tenant_config::{TenantConfig, TenantConfigCommand};
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
@@ -41,7 +40,7 @@ pub struct FlagCommands {
     flags: Framework<Flag>,
     configs: Framework<TenantConfig>,
     flag_loader: PersistedEventStore<KeelEventRepository, Flag>,
-    tenant_loader: PersistedEventStore<KeelEventRepository, Tenant>,
+    tenant_loader: crate::tenants::TenantLoader,
     idempotency: Idempotency,
 }
 
@@ -99,7 +98,7 @@ impl FlagCommands {
         self.idempotency
             .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, tenant_id.as_str(), |_| async move {
                 let flag_type = self.flag_type(key).await?.ok_or_else(|| CommandError::domain(&FlagError::NotFound))?;
-                self.require_tenant(tenant_id).await?;
+                crate::tenants::require_tenant(&self.tenant_loader, tenant_id).await?;
                 let command = match value {
                     Some(value) => TenantConfigCommand::SetFlag { key: key.to_string(), flag_type, value },
                     None => TenantConfigCommand::ClearFlag { key: key.to_string() },
@@ -121,7 +120,7 @@ impl FlagCommands {
         let hash = fingerprint(&["OverrideEntitlement", tenant_id.as_str(), key, &shown]);
         self.idempotency
             .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, tenant_id.as_str(), |_| async move {
-                self.require_tenant(tenant_id).await?;
+                crate::tenants::require_tenant(&self.tenant_loader, tenant_id).await?;
                 let command = match value {
                     Some(value) => TenantConfigCommand::OverrideEntitlement { key: key.to_string(), value },
                     None => TenantConfigCommand::ClearEntitlementOverride { key: key.to_string() },
@@ -139,16 +138,5 @@ impl FlagCommands {
     ) -> Result<Executed, CommandError> {
         bus::execute(&self.configs, tenant_id.as_str(), command, ctx.metadata(Some(tenant_id.as_str()))).await?;
         Ok(Executed { position: bus::position_of(&self.pool, ctx.command_id).await? })
-    }
-
-    /// Refuses a tenant that was never provisioned or is purged.
-    async fn require_tenant(&self, tenant_id: &TenantId) -> Result<(), CommandError> {
-        let mut context =
-            self.tenant_loader.load_aggregate(tenant_id.as_str()).await.map_err(|e| CommandError::unavailable(&e))?;
-        match context.aggregate().status {
-            TenantStatus::Unprovisioned => Err(CommandError::domain(&TenantError::NotFound)),
-            TenantStatus::Purged => Err(CommandError::domain(&TenantError::Purged)),
-            _ => Ok(()),
-        }
     }
 }

@@ -51,7 +51,8 @@ pub async fn apply(tx: &mut PgConnection, event: &SerializedEvent) -> Result<(),
     }
 }
 
-fn decode<E: serde::de::DeserializeOwned>(event: &SerializedEvent) -> Result<E, sqlx::Error> {
+/// A just-appended event's payload as the aggregate's event enum.
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &SerializedEvent) -> Result<E, sqlx::Error> {
     serde_json::from_value(event.payload.clone()).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 

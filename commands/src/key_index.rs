@@ -18,8 +18,7 @@ pub async fn apply(tx: &mut PgConnection, event: &SerializedEvent) -> Result<(),
         return Ok(());
     }
     let app_id = event.aggregate_id.as_str();
-    let decoded: AppEvent =
-        serde_json::from_value(event.payload.clone()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let decoded: AppEvent = crate::identity_index::decode(event)?;
     let disabled = |flag: bool| {
         sqlx::query("UPDATE auth_apps SET disabled = $2, updated_at = now() WHERE app_id = $1").bind(app_id).bind(flag)
     };

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{AggregateContext, EventStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -17,7 +16,6 @@ use sqlx::PgPool;
 use keel_domain::deployment::{self, Deployment, DeploymentCommand, DeploymentTarget, HealthReport};
 use keel_domain::ids::TenantId;
 use keel_domain::routing::{self, Routing, RoutingCommand, RoutingEntry};
-use keel_domain::tenant::{Tenant, TenantError, TenantStatus};
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::idempotency::{Idempotency, fingerprint};
@@ -76,7 +74,7 @@ pub struct RoutingCommands {
     pool: PgPool,
     deployments: Framework<Deployment>,
     routing: Framework<Routing>,
-    tenant_loader: PersistedEventStore<KeelEventRepository, Tenant>,
+    tenant_loader: crate::tenants::TenantLoader,
     idempotency: Idempotency,
 }
 
@@ -106,7 +104,7 @@ impl RoutingCommands {
         let hash = fingerprint(&["SetDeploymentTarget", tenant_id.as_str(), &command.fingerprint()]);
         self.idempotency
             .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, tenant_id.as_str(), |_| async move {
-                self.require_tenant(tenant_id).await?;
+                crate::tenants::require_tenant(&self.tenant_loader, tenant_id).await?;
                 bus::execute(&self.deployments, tenant_id.as_str(), command, ctx.metadata(Some(tenant_id.as_str())))
                     .await?;
                 Ok(Executed { position: bus::position_of(&self.pool, ctx.command_id).await? })
@@ -133,7 +131,7 @@ impl RoutingCommands {
                 if let Some((_, position)) = self.written_by(&first, deployment::AGGREGATE_TYPE).await? {
                     return Ok(Executed { position });
                 }
-                self.require_tenant(tenant_id).await?;
+                crate::tenants::require_tenant(&self.tenant_loader, tenant_id).await?;
                 bus::execute(&self.deployments, tenant_id.as_str(), command, ctx.metadata(Some(tenant_id.as_str())))
                     .await?;
                 Ok(Executed { position: bus::position_of(&self.pool, ctx.command_id).await? })
@@ -233,17 +231,6 @@ impl RoutingCommands {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| CommandError::unavailable(&e))
-    }
-
-    /// Refuses a tenant that was never provisioned or is purged.
-    async fn require_tenant(&self, tenant_id: &TenantId) -> Result<(), CommandError> {
-        let mut context =
-            self.tenant_loader.load_aggregate(tenant_id.as_str()).await.map_err(|e| CommandError::unavailable(&e))?;
-        match context.aggregate().status {
-            TenantStatus::Unprovisioned => Err(CommandError::domain(&TenantError::NotFound)),
-            TenantStatus::Purged => Err(CommandError::domain(&TenantError::Purged)),
-            _ => Ok(()),
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use keel_domain::DomainError;
 use keel_domain::ids::TenantId;
-use keel_domain::tenant::{ProvisionTenant, Tenant, TenantCommand, TenantError};
+use keel_domain::tenant::{ProvisionTenant, Tenant, TenantCommand, TenantError, TenantStatus};
 use keel_domain::tenant_domain::{TenantDomain, TenantDomainCommand, TenantDomainError};
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
@@ -47,12 +47,26 @@ pub struct Executed {
     pub position: i64,
 }
 
+/// Reads a tenant's state from its events.
+pub type TenantLoader = PersistedEventStore<KeelEventRepository, Tenant>;
+
+/// Refuses a tenant that was never provisioned or is purged (for commands on other
+/// aggregates that belong to a tenant).
+pub async fn require_tenant(loader: &TenantLoader, tenant_id: &TenantId) -> Result<(), CommandError> {
+    let mut context = loader.load_aggregate(tenant_id.as_str()).await.map_err(|e| CommandError::unavailable(&e))?;
+    match cqrs_es::AggregateContext::aggregate(&mut context).status {
+        TenantStatus::Unprovisioned => Err(CommandError::domain(&TenantError::NotFound)),
+        TenantStatus::Purged => Err(CommandError::domain(&TenantError::Purged)),
+        _ => Ok(()),
+    }
+}
+
 /// Runs tenant commands.
 pub struct TenantCommands {
     pool: PgPool,
     tenants: Framework<Tenant>,
     domains: Framework<TenantDomain>,
-    loader: PersistedEventStore<KeelEventRepository, Tenant>,
+    loader: TenantLoader,
     idempotency: Idempotency,
     users: Option<Arc<UserCommands>>,
 }

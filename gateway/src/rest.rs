@@ -150,12 +150,17 @@ pub fn authorize_request(
     action: keel_domain::access::Action,
     target: keel_domain::access::Target<'_>,
 ) -> Result<(), Problem> {
-    match keel_domain::access::authorize(principal, action, target) {
-        Err(keel_domain::access::Denied::NotPermitted) if matches!(principal, Principal::App { .. }) => {
+    keel_domain::access::authorize(principal, action, target).map_err(|denied| denied_problem(state, principal, denied))
+}
+
+/// The problem for a refused authorization (see [`authorize_request`]).
+pub fn denied_problem(state: &AppState, principal: &Principal, denied: keel_domain::access::Denied) -> Problem {
+    match denied {
+        keel_domain::access::Denied::NotPermitted if matches!(principal, Principal::App { .. }) => {
             state.auth.api_keys().note_missing_scope(principal);
-            Err(Problem::new(StatusCode::FORBIDDEN, "missing_scope", "this API key lacks the scope this needs"))
+            Problem::new(StatusCode::FORBIDDEN, "missing_scope", "this API key lacks the scope this needs")
         }
-        other => other.map_err(Problem::from),
+        other => Problem::from(other),
     }
 }
 

@@ -146,11 +146,12 @@ fn unknown_tenant() -> OfrepError {
 
 /// The tenant's snapshot, if the caller may read it and the tenant is active.
 fn served(state: &AppState, principal: &Principal, tenant: &TenantId) -> Result<Arc<Served>, Refusal> {
-    let target = Target { tenant: Some(tenant), plan: None };
-    if authorize(principal, Action::ReadFlags, target) == Err(Denied::Hidden) {
-        return Err(unknown_tenant().into());
-    }
-    crate::rest::authorize_request(state, principal, Action::ReadFlags, target).map_err(Refusal::Problem)?;
+    authorize(principal, Action::ReadFlags, Target { tenant: Some(tenant), plan: None }).map_err(
+        |denied| match denied {
+            Denied::Hidden => unknown_tenant().into(),
+            denied => Refusal::Problem(crate::rest::denied_problem(state, principal, denied)),
+        },
+    )?;
     let served = state.flags.get(tenant.as_str()).ok_or_else(unknown_tenant)?;
     let keel_code = match served.snapshot.status.as_str() {
         "active" => return Ok(served),

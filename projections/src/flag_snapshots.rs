@@ -17,7 +17,7 @@ use keel_domain::plan::Plan;
 use keel_domain::tenant::{self, TenantEvent, TenantStatus};
 use keel_domain::tenant_config::{self, TenantConfigEvent};
 
-use crate::read_model::{ReadModel, live_schema};
+use crate::read_model::{ReadModel, decode_payload, live_schema};
 use crate::tenant_registry::{Scope, scoped};
 
 /// The read model's name.
@@ -272,14 +272,6 @@ pub fn snapshot(row: &TenantFlagsRow, definitions: &[DefinitionRow]) -> FlagSnap
 const DEFINITION_COLUMNS: &str = "key, flag_type, default_value, plan_defaults, description, updated_at, position";
 const TENANT_COLUMNS: &str =
     "tenant_id, plan, status, plan_changed_by, plan_changed_at, flag_values, overrides, updated_at, position";
-
-fn decode_payload<E: serde::de::DeserializeOwned>(event: &EventEnvelope) -> Result<E, String> {
-    let mut payload = event.payload.clone();
-    if let Some(map) = payload.as_object_mut() {
-        map.entry("type").or_insert_with(|| event.event_type.clone().into());
-    }
-    serde_json::from_value(payload).map_err(|e| format!("cannot read {}: {e}", event.event_type))
-}
 
 impl ReadModel for FlagSnapshots {
     type Change = Change;

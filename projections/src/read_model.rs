@@ -31,6 +31,16 @@ pub trait ReadModel: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
+/// An event's payload as the aggregate's event enum (whose serde tag is `type`; the
+/// envelope carries it as `event_type`).
+pub fn decode_payload<E: serde::de::DeserializeOwned>(event: &EventEnvelope) -> Result<E, String> {
+    let mut payload = event.payload.clone();
+    if let Some(map) = payload.as_object_mut() {
+        map.entry("type").or_insert_with(|| event.event_type.clone().into());
+    }
+    serde_json::from_value(payload).map_err(|e| format!("cannot read {}: {e}", event.event_type))
+}
+
 /// The live schema of read model `name`.
 pub fn live_schema(name: &str) -> String {
     format!("rm_{name}")

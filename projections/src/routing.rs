@@ -14,7 +14,7 @@ use keel_domain::envelope::EventEnvelope;
 use keel_domain::routing::{self, RoutingEntry, RoutingEvent};
 use keel_domain::tenant;
 
-use crate::read_model::{ReadModel, live_schema};
+use crate::read_model::{ReadModel, decode_payload, live_schema};
 use crate::tenant_registry::{Scope, scoped};
 
 /// The read model's name.
@@ -202,14 +202,6 @@ pub fn fold(
 const SNAPSHOT_COLUMNS: &str = "version, entries, checksum, generated_at, kind, rolled_back_to, position";
 const DEPLOYMENT_COLUMNS: &str = "tenant_id, environment, cluster, namespace, routing_target, state, updated_at, \
      last_report_at, last_report_agent, observed_target, observed_state, healthy, position";
-
-fn decode_payload<E: serde::de::DeserializeOwned>(event: &EventEnvelope) -> Result<E, String> {
-    let mut payload = event.payload.clone();
-    if let Some(map) = payload.as_object_mut() {
-        map.entry("type").or_insert_with(|| event.event_type.clone().into());
-    }
-    serde_json::from_value(payload).map_err(|e| format!("cannot read {}: {e}", event.event_type))
-}
 
 /// The snapshot row of a routing event.
 fn snapshot_row(event: RoutingEvent, position: i64) -> Result<SnapshotRow, String> {

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use keel_domain::envelope::EventEnvelope;
 use keel_domain::tenant::{AGGREGATE_TYPE, TenantEvent, TenantStatus};
 
-use crate::read_model::{ReadModel, live_schema};
+use crate::read_model::{ReadModel, decode_payload, live_schema};
 
 /// The read model's name.
 pub const NAME: &str = "tenant_registry";
@@ -124,12 +124,7 @@ impl ReadModel for TenantRegistry {
         if event.aggregate_type != AGGREGATE_TYPE {
             return Ok(None);
         }
-        let mut payload = event.payload.clone();
-        if let Some(map) = payload.as_object_mut() {
-            map.entry("type").or_insert_with(|| event.event_type.clone().into());
-        }
-        let tenant_event: TenantEvent =
-            serde_json::from_value(payload).map_err(|e| format!("cannot read {}: {e}", event.event_type))?;
+        let tenant_event: TenantEvent = decode_payload(event)?;
         Ok(Some(Change {
             tenant_id: event.aggregate_id.clone(),
             event: tenant_event,
