@@ -31,7 +31,9 @@ pub mod end_reason {
 /// Whether `event` changes the index (else its commit needs no index work).
 pub fn affects(event: &SerializedEvent) -> bool {
     match event.aggregate_type.as_str() {
-        tenant::AGGREGATE_TYPE => event.event_type != "tenant.plan_changed",
+        tenant::AGGREGATE_TYPE => {
+            !matches!(event.event_type.as_str(), "tenant.plan_changed" | "tenant.profile_changed")
+        }
         directory::AGGREGATE_TYPE => event.event_type != "directory.policy_set",
         session::AGGREGATE_TYPE => true,
         _ => false,
@@ -94,7 +96,7 @@ async fn apply_tenant(tx: &mut PgConnection, tenant_id: &str, event: TenantEvent
             .await?;
             sqlx::query("DELETE FROM auth_users WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
         }
-        TenantEvent::PlanChanged { .. } => {}
+        TenantEvent::PlanChanged { .. } | TenantEvent::ProfileChanged { .. } => {}
     }
     Ok(())
 }

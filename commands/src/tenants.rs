@@ -29,6 +29,10 @@ pub struct ProvisionRequest {
     pub plan: String,
     /// First owner's e-mail.
     pub owner_email: String,
+    /// Industry slug, if any.
+    pub industry: Option<String>,
+    /// Region slug, if any.
+    pub region: Option<String>,
 }
 
 /// The outcome of provisioning.
@@ -92,7 +96,9 @@ impl TenantCommands {
 
     /// Creates a tenant: validates, claims the domain (unique across the platform), then provisions.
     pub async fn provision(&self, ctx: &CommandContext, req: &ProvisionRequest) -> Result<Provisioned, CommandError> {
-        let hash = fingerprint(&["ProvisionTenant", &req.name, &req.domain, &req.plan, &req.owner_email]);
+        let (industry, region) = (req.industry.as_deref(), req.region.as_deref());
+        let profile = format!("{industry:?}|{region:?}");
+        let hash = fingerprint(&["ProvisionTenant", &req.name, &req.domain, &req.plan, &req.owner_email, &profile]);
         let candidate = TenantId::from_ulid(ulid::Ulid::new());
         self.idempotency
             .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, candidate.as_str(), |id| async move {
@@ -105,6 +111,7 @@ impl TenantCommands {
                     &req.owner_email,
                     ctx.received_at,
                 )
+                .and_then(|cmd| cmd.with_profile(industry, region))
                 .map_err(|e| CommandError::domain(&e))?;
                 let meta = ctx.metadata(Some(tenant_id.as_str()));
                 let claim = TenantDomainCommand::Claim { domain: cmd.domain.clone(), tenant_id: tenant_id.clone() };
@@ -166,7 +173,7 @@ impl TenantCommands {
         })
     }
 
-    /// Runs a lifecycle command on an existing tenant.
+    /// Runs a lifecycle or profile command on an existing tenant.
     pub async fn execute(
         &self,
         ctx: &CommandContext,

@@ -75,6 +75,8 @@ pub enum Action {
     ReactivateTenant,
     /// Change a tenant's plan.
     ChangePlan,
+    /// Set a tenant's profile (industry and region); operators only.
+    UpdateTenantProfile,
     /// Request a tenant's deletion.
     RequestTenantDeletion,
     /// Undo a deletion request.
@@ -192,6 +194,23 @@ mod tests {
         assert_eq!(authorize(&user(TenantRole::Owner), Action::ChangePlan, own), Ok(()));
         assert_eq!(authorize(&user(TenantRole::Admin), Action::ChangePlan, own), Err(Denied::NotPermitted));
         assert_eq!(authorize(&user(TenantRole::User), Action::ChangePlan, own), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn only_operators_update_a_tenant_profile() {
+        let own = Target { tenant: Some(&tenant(1)), plan: Some(Plan::Pro) };
+        let op = Principal::Operator { id: "op".into() };
+        assert_eq!(authorize(&op, Action::UpdateTenantProfile, own), Ok(()));
+        for role in [TenantRole::Owner, TenantRole::Admin, TenantRole::User] {
+            assert_eq!(authorize(&user(role), Action::UpdateTenantProfile, own), Err(Denied::NotPermitted));
+        }
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::UpdateTenantProfile, other), Err(Denied::Hidden));
+        let auditor = Principal::Auditor { id: "a".into() };
+        assert_eq!(authorize(&auditor, Action::UpdateTenantProfile, own), Err(Denied::NotPermitted));
+        let app =
+            Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Scope::ALL.into_iter().collect() };
+        assert_eq!(authorize(&app, Action::UpdateTenantProfile, own), Err(Denied::NotPermitted));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Input rules shared by aggregates: names, domains, e-mail addresses.
+//! Input rules shared by aggregates: names, domains, e-mail addresses, slugs.
 
 /// A display name: 1 to 200 characters after trimming, no control characters.
 pub fn display_name(raw: &str) -> Option<String> {
@@ -47,6 +47,16 @@ pub fn environment(raw: &str) -> Option<String> {
     ok.then_some(env)
 }
 
+/// A slug such as `fintech` or `ap-northeast-1`: 1 to 64 of `a-z 0-9 -`, not starting
+/// with `-`; trimmed and lowercased.
+pub fn slug(raw: &str) -> Option<String> {
+    let slug = raw.trim().to_ascii_lowercase();
+    let ok = slug.len() <= 64
+        && slug.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(slug)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +85,17 @@ mod tests {
         assert_eq!(environment("eu-staging_2").as_deref(), Some("eu-staging_2"));
         for bad in ["", "2prod", "pro d", "prod!", &"p".repeat(65)] {
             assert_eq!(environment(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug(" FinTech ").as_deref(), Some("fintech"));
+        assert_eq!(slug("ap-northeast-1").as_deref(), Some("ap-northeast-1"));
+        assert_eq!(slug("9").as_deref(), Some("9"));
+        assert_eq!(slug(&"s".repeat(64)).as_deref(), Some("s".repeat(64).as_str()));
+        for bad in ["", "  ", "-eu", "fin tech", "fin_tech", "é", &"s".repeat(65)] {
+            assert_eq!(slug(bad), None, "{bad}");
         }
     }
 

@@ -7,17 +7,19 @@ use tonic::{Request, Response, Status};
 
 use keel_commands::bus::CommandContext;
 use keel_commands::tenants::{ProvisionRequest, TenantCommands};
+use keel_domain::DomainError;
 use keel_domain::access::{Action, Principal};
 use keel_domain::ids::TenantId;
 use keel_domain::plan::{Plan, UnknownPlan};
-use keel_domain::tenant::TenantCommand;
+use keel_domain::tenant::{TenantCommand, TenantError};
 
 use crate::auth::Authenticator;
 use crate::errors::{invalid_argument, status};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{
     ChangePlanRequest, CommandResponse, ProvisionTenantRequest, ProvisionTenantResponse, ReactivateTenantRequest,
-    RequestTenantDeletionRequest, RequestTenantDeletionResponse, RestoreTenantRequest, SuspendTenantRequest,
+    RequestTenantDeletionRequest, RequestTenantDeletionResponse, RestoreTenantRequest, SetTenantProfileRequest,
+    SuspendTenantRequest,
 };
 
 /// The tenant command API.
@@ -36,6 +38,11 @@ impl TenantApi {
 /// Parses a tenant id argument.
 pub fn tenant_id(raw: &str) -> Result<TenantId, Status> {
     raw.trim().parse().map_err(|_| invalid_argument("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))
+}
+
+/// An optional string field: empty (or blank) means none.
+fn optional(raw: String) -> Option<String> {
+    (!raw.trim().is_empty()).then_some(raw)
 }
 
 impl TenantApi {
@@ -95,6 +102,8 @@ impl TenantService for TenantApi {
                     domain: req.domain,
                     plan: req.plan,
                     owner_email: req.owner_email,
+                    industry: optional(req.industry),
+                    region: optional(req.region),
                 };
                 let done = self.commands.provision(&ctx, &request).await.map_err(|e| status(&e))?;
                 Ok(ProvisionTenantResponse { tenant_id: done.tenant_id, position: done.position })
@@ -138,6 +147,25 @@ impl TenantService for TenantApi {
         let plan: Plan = req.plan.parse().map_err(|e: UnknownPlan| invalid_argument("invalid_plan", &e.to_string()))?;
         let command = move |_| TenantCommand::ChangePlan { plan };
         self.lifecycle("ChangePlan", &metadata, Action::ChangePlan, &req.tenant_id, &req.idempotency_key, command).await
+    }
+
+    async fn set_tenant_profile(
+        &self,
+        request: Request<SetTenantProfileRequest>,
+    ) -> Result<Response<CommandResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (industry, region) = (optional(req.industry), optional(req.region));
+        let command = TenantCommand::set_profile(industry.as_deref(), region.as_deref())
+            .map_err(|e: TenantError| invalid_argument(e.code(), &e.to_string()))?;
+        self.lifecycle(
+            "SetTenantProfile",
+            &metadata,
+            Action::UpdateTenantProfile,
+            &req.tenant_id,
+            &req.idempotency_key,
+            |_| command,
+        )
+        .await
     }
 
     async fn request_tenant_deletion(

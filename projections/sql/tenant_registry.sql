@@ -4,6 +4,8 @@ CREATE TABLE {schema}.tenants (
     name                  text,
     domain                text,
     plan                  text        NOT NULL,
+    industry              text,
+    region                text,
     status                text        NOT NULL,
     suspended_reason      text,
     deletion_requested_at timestamptz,

@@ -309,6 +309,7 @@ impl ReadModel for FlagSnapshots {
                 }
                 TenantEvent::Restored { status } => TenantChange::Status(status.as_str().into()),
                 TenantEvent::Purged { .. } => TenantChange::Status(TenantStatus::Purged.as_str().into()),
+                TenantEvent::ProfileChanged { .. } => return Ok(None),
             },
             tenant_config::AGGREGATE_TYPE => match decode_payload::<TenantConfigEvent>(event)? {
                 TenantConfigEvent::FlagSet { key, value } => TenantChange::FlagSet(key, value),

@@ -30,6 +30,10 @@ pub struct TenantRow {
     pub domain: Option<String>,
     /// Plan.
     pub plan: String,
+    /// Industry slug, e.g. `fintech` (kept on purge: not personal data).
+    pub industry: Option<String>,
+    /// Region slug, e.g. `ap-northeast-1` (kept on purge).
+    pub region: Option<String>,
     /// `active`, `suspended`, `pending_deletion` or `purged`.
     pub status: String,
     /// Why it was suspended, while suspended.
@@ -58,19 +62,23 @@ pub struct Change {
 /// Applies one event to a row (pure; `None` = no row yet).
 pub fn fold(row: Option<TenantRow>, change: &Change) -> Option<TenantRow> {
     let mut row = match (&change.event, row) {
-        (TenantEvent::Provisioned { tenant_id, name, domain, plan, provisioned_at, .. }, _) => TenantRow {
-            tenant_id: tenant_id.to_string(),
-            name: Some(name.clone()),
-            domain: Some(domain.clone()),
-            plan: plan.as_str().to_string(),
-            status: TenantStatus::Active.as_str().to_string(),
-            suspended_reason: None,
-            deletion_requested_at: None,
-            purge_after: None,
-            created_at: *provisioned_at,
-            updated_at: *provisioned_at,
-            version: change.position,
-        },
+        (TenantEvent::Provisioned { tenant_id, name, domain, plan, industry, region, provisioned_at, .. }, _) => {
+            TenantRow {
+                tenant_id: tenant_id.to_string(),
+                name: Some(name.clone()),
+                domain: Some(domain.clone()),
+                plan: plan.as_str().to_string(),
+                industry: industry.clone(),
+                region: region.clone(),
+                status: TenantStatus::Active.as_str().to_string(),
+                suspended_reason: None,
+                deletion_requested_at: None,
+                purge_after: None,
+                created_at: *provisioned_at,
+                updated_at: *provisioned_at,
+                version: change.position,
+            }
+        }
         (_, None) => return None,
         (_, Some(row)) => row,
     };
@@ -85,6 +93,10 @@ pub fn fold(row: Option<TenantRow>, change: &Change) -> Option<TenantRow> {
             row.suspended_reason = None;
         }
         TenantEvent::PlanChanged { to, .. } => row.plan = to.as_str().into(),
+        TenantEvent::ProfileChanged { industry, region } => {
+            row.industry = industry.clone();
+            row.region = region.clone();
+        }
         TenantEvent::DeletionRequested { requested_at, purge_after } => {
             row.status = TenantStatus::PendingDeletion.as_str().into();
             row.deletion_requested_at = Some(*requested_at);
@@ -107,7 +119,7 @@ pub fn fold(row: Option<TenantRow>, change: &Change) -> Option<TenantRow> {
     Some(row)
 }
 
-const COLUMNS: &str = "tenant_id, name, domain, plan, status, suspended_reason, deletion_requested_at, purge_after, created_at, updated_at, version";
+const COLUMNS: &str = "tenant_id, name, domain, plan, industry, region, status, suspended_reason, deletion_requested_at, purge_after, created_at, updated_at, version";
 
 impl ReadModel for TenantRegistry {
     type Change = Change;
@@ -159,10 +171,12 @@ impl ReadModel for TenantRegistry {
         let rows: Vec<&TenantRow> = touched.iter().filter_map(|id| rows.get(id)).collect();
         sqlx::query(&format!(
             "INSERT INTO {schema}.tenants ({COLUMNS})
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                  $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+                                  $12::timestamptz[], $13::bigint[])
              ON CONFLICT (tenant_id) DO UPDATE SET
-                 name = EXCLUDED.name, domain = EXCLUDED.domain, plan = EXCLUDED.plan, status = EXCLUDED.status,
+                 name = EXCLUDED.name, domain = EXCLUDED.domain, plan = EXCLUDED.plan,
+                 industry = EXCLUDED.industry, region = EXCLUDED.region, status = EXCLUDED.status,
                  suspended_reason = EXCLUDED.suspended_reason, deletion_requested_at = EXCLUDED.deletion_requested_at,
                  purge_after = EXCLUDED.purge_after, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version"
         ))
@@ -170,6 +184,8 @@ impl ReadModel for TenantRegistry {
         .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.domain.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.plan.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.industry.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.region.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.suspended_reason.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.deletion_requested_at).collect::<Vec<_>>())
@@ -288,6 +304,8 @@ mod tests {
                 domain: "acme".into(),
                 plan: Plan::Pro,
                 owner_email: "o@acme.io".into(),
+                industry: Some("fintech".into()),
+                region: None,
                 provisioned_at: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
             },
             1,
@@ -320,11 +338,30 @@ mod tests {
     }
 
     #[test]
-    fn purge_clears_names_but_keeps_a_tombstone() {
+    fn the_profile_comes_from_provisioning_and_is_replaced_whole() {
+        let row = fold(None, &provisioned()).unwrap();
+        assert_eq!((row.industry.as_deref(), row.region.as_deref()), (Some("fintech"), None));
+        let changed = TenantEvent::ProfileChanged { industry: None, region: Some("eu-west-1".into()) };
+        let row = fold(Some(row), &change(changed, 4)).unwrap();
+        assert_eq!((row.industry.as_deref(), row.region.as_deref(), row.version), (None, Some("eu-west-1"), 4));
+        assert_eq!(row.updated_at, change(TenantEvent::Reactivated {}, 4).at);
+    }
+
+    #[test]
+    fn a_profile_change_before_provisioning_makes_no_row() {
+        let changed = TenantEvent::ProfileChanged { industry: Some("retail".into()), region: None };
+        assert_eq!(fold(None, &change(changed, 2)), None);
+    }
+
+    #[test]
+    fn purge_clears_names_but_keeps_a_tombstone_and_the_profile() {
         let at = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
         let row = fold(None, &provisioned());
+        let changed = TenantEvent::ProfileChanged { industry: Some("retail".into()), region: Some("us-east-1".into()) };
+        let row = fold(row, &change(changed, 7));
         let row = fold(row, &change(TenantEvent::DeletionRequested { requested_at: at, purge_after: at }, 8));
         let row = fold(row, &change(TenantEvent::Purged { purged_at: at }, 9)).unwrap();
         assert_eq!((row.status.as_str(), row.name, row.domain), ("purged", None, None));
+        assert_eq!((row.industry.as_deref(), row.region.as_deref()), (Some("retail"), Some("us-east-1")));
     }
 }

@@ -77,6 +77,8 @@ async fn main() {
                     plan: "pro".into(),
                     owner_email: format!("owner@bench-{t}.example.com"),
                     idempotency_key: format!("bench-{t}"),
+                    industry: String::new(),
+                    region: String::new(),
                 };
                 ids.push(
                     client.provision_tenant(authed(request, &token)).await.expect("provision").into_inner().tenant_id,

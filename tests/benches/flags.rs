@@ -141,6 +141,8 @@ async fn main() {
         plan: "pro".into(),
         owner_email: "owner@bench-flags.example.com".into(),
         idempotency_key: "bench-flags".into(),
+        industry: String::new(),
+        region: String::new(),
     };
     let tenant = tenants.provision_tenant(authed(request, &operator)).await.expect("provision").into_inner().tenant_id;
     let mut flags = FlagServiceClient::connect(grpc.clone()).await.expect("connect");

@@ -111,6 +111,8 @@ async fn main() {
         plan: "pro".into(),
         owner_email: "owner@bench-identity.example.com".into(),
         idempotency_key: "bench-identity".into(),
+        industry: String::new(),
+        region: String::new(),
     };
     tenants.provision_tenant(authed(request, &operator)).await.expect("provision");
     let invitation = env.mailed_token("owner@bench-identity.example.com", "keel_inv_").await;

@@ -24,6 +24,8 @@ async fn provision(commands: &TenantCommands, domain: &str) -> TenantId {
         domain: domain.into(),
         plan: "free".into(),
         owner_email: format!("o@{domain}.io"),
+        industry: None,
+        region: None,
     };
     commands.provision(&ctx(), &request).await.expect("provision").tenant_id.parse().expect("tenant id")
 }

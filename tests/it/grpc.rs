@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use keel_gateway::proto::{
     ChangePlanRequest, ReactivateTenantRequest, RequestTenantDeletionRequest, RestoreTenantRequest,
-    SuspendTenantRequest,
+    SetTenantProfileRequest, SuspendTenantRequest,
 };
 use keel_tests::{TestEnv, wait_projected};
 use tonic::Code;
 
-use crate::support::{authed, domain, error_code, provision, provision_request, tenant_client};
+use crate::support::{authed, domain, error_code, provision, provision_request, tenant_client, tenant_with_owner};
 
 #[tokio::test]
 async fn concurrent_provisioning_of_one_domain_gives_exactly_one_tenant() {
@@ -148,6 +148,24 @@ async fn bad_input_is_refused_with_invalid_argument_and_changes_nothing() {
             "invalid_owner_email",
         ),
         (
+            "industry",
+            {
+                let mut r = provision_request(&domain("bad"));
+                r.industry = "fin tech".into();
+                r
+            },
+            "invalid_industry",
+        ),
+        (
+            "region",
+            {
+                let mut r = provision_request(&domain("bad"));
+                r.region = "-eu".into();
+                r
+            },
+            "invalid_region",
+        ),
+        (
             "key",
             {
                 let mut r = provision_request(&domain("bad"));
@@ -268,6 +286,71 @@ async fn the_lifecycle_runs_end_to_end_and_every_step_is_readable_at_its_positio
         .expect_err("nothing to restore");
     assert_eq!(again.code(), Code::FailedPrecondition);
     wait_projected(&keel.pool, "tenant_registry", &env.topic, p, Duration::from_secs(5)).await;
+    keel.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_profile_is_set_at_provisioning_changed_by_operators_and_readable_at_its_position() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let token = env.operator_token().await;
+    let mut client = tenant_client(keel.grpc_addr).await;
+    let http = reqwest::Client::new();
+    let mut request = provision_request(&domain("profile"));
+    request.industry = "FinTech".into();
+    request.region = "ap-northeast-1".into();
+    let tenant = client.provision_tenant(authed(request, &token)).await.expect("provision").into_inner();
+    let id = tenant.tenant_id.clone();
+    let read = |position: i64| {
+        let request = http
+            .get(format!("http://{}/v1/control-plane/tenants/{id}", keel.rest_addr))
+            .bearer_auth(&token)
+            .header("X-Keel-Min-Position", position.to_string());
+        async move { request.send().await.expect("GET").json::<serde_json::Value>().await.expect("json") }
+    };
+    let row = read(tenant.position).await;
+    assert_eq!((&row["industry"], &row["region"]), (&"fintech".into(), &"ap-northeast-1".into()), "{row}");
+
+    let set = |industry: &str, region: &str| SetTenantProfileRequest {
+        tenant_id: tenant.tenant_id.clone(),
+        industry: industry.into(),
+        region: region.into(),
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+    };
+    let changed = client.set_tenant_profile(authed(set("healthcare", ""), &token)).await.expect("set").into_inner();
+    assert!(changed.position > tenant.position);
+    let row = read(changed.position).await;
+    assert_eq!((&row["industry"], &row["region"]), (&"healthcare".into(), &serde_json::Value::Null), "{row}");
+    assert_eq!(row["version"], changed.position);
+
+    let same = client.set_tenant_profile(authed(set("healthcare", ""), &token)).await.expect_err("no-op");
+    assert_eq!((same.code(), error_code(&same)), (Code::FailedPrecondition, "same_profile".into()));
+    for (request, code) in
+        [(set("health care", "eu-west-1"), "invalid_industry"), (set("retail", "EU_WEST"), "invalid_region")]
+    {
+        let bad = client.set_tenant_profile(authed(request, &token)).await.expect_err(code);
+        assert_eq!((bad.code(), error_code(&bad)), (Code::InvalidArgument, code.into()));
+    }
+
+    // A tenant user (even the owner) may not set the profile, of its own tenant or another.
+    let (own_tenant, _, _, owner_access) = tenant_with_owner(&env, &keel, &token, "profile-owner").await;
+    let own = SetTenantProfileRequest { tenant_id: own_tenant, ..set("retail", "us-east-1") };
+    let denied = client.set_tenant_profile(authed(own, &owner_access)).await.expect_err("owner");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let hidden = client.set_tenant_profile(authed(set("retail", "us-east-1"), &owner_access)).await.expect_err("other");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+
+    let owner = env.owner_pool().await;
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'tenant' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&tenant.tenant_id)
+    .fetch_all(&owner)
+    .await
+    .expect("events");
+    assert_eq!(events, ["tenant.provisioned", "tenant.profile_changed"], "refusals wrote nothing");
+    let row = read(changed.position).await;
+    assert_eq!((&row["industry"], &row["region"]), (&"healthcare".into(), &serde_json::Value::Null), "{row}");
     keel.stop().await;
 }
 

@@ -27,6 +27,8 @@ async fn workload(commands: &TenantCommands, prefix: &str, tenants: usize, round
             domain: domain.clone(),
             plan: "free".into(),
             owner_email: format!("o@{domain}.io"),
+            industry: None,
+            region: None,
         };
         let done = commands.provision(&ctx(), &request).await.expect("provision");
         last = last.max(done.position);

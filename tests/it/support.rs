@@ -21,6 +21,8 @@ pub fn provision_request(domain: &str) -> ProvisionTenantRequest {
         plan: "pro".into(),
         owner_email: format!("owner@{domain}.example.com"),
         idempotency_key: uuid::Uuid::new_v4().to_string(),
+        industry: String::new(),
+        region: String::new(),
     }
 }
 

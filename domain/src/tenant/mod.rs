@@ -1,5 +1,5 @@
 //! The tenant aggregate: provisioning and lifecycle (suspend, reactivate,
-//! change plan, deletion with a 30-day recoverable grace, then purge).
+//! change plan, set profile, deletion with a 30-day recoverable grace, then purge).
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -37,6 +37,13 @@ pub enum TenantCommand {
         /// The new plan.
         plan: Plan,
     },
+    /// Set the tenant's profile (build it with [`TenantCommand::set_profile`]).
+    SetProfile {
+        /// The new industry slug (`None` clears it).
+        industry: Option<String>,
+        /// The new region slug (`None` clears it).
+        region: Option<String>,
+    },
     /// Start the recoverable deletion grace period.
     RequestDeletion {
         /// When the request was made.
@@ -55,16 +62,26 @@ pub enum TenantCommand {
 }
 
 impl TenantCommand {
+    /// A [`TenantCommand::SetProfile`] from raw values, validated and normalized.
+    pub fn set_profile(industry: Option<&str>, region: Option<&str>) -> Result<Self, TenantError> {
+        Ok(TenantCommand::SetProfile {
+            industry: slug(industry, TenantError::InvalidIndustry)?,
+            region: slug(region, TenantError::InvalidRegion)?,
+        })
+    }
+
     /// What identifies the request for idempotency: the command and its arguments,
     /// without the times at which it was (re)sent.
     pub fn fingerprint(&self) -> String {
         match self {
-            TenantCommand::Provision(p) => {
-                format!("provision|{}|{}|{}|{}|{}", p.tenant_id, p.name, p.domain, p.plan, p.owner_email)
-            }
+            TenantCommand::Provision(p) => format!(
+                "provision|{}|{}|{}|{}|{}|{:?}|{:?}",
+                p.tenant_id, p.name, p.domain, p.plan, p.owner_email, p.industry, p.region
+            ),
             TenantCommand::Suspend { reason } => format!("suspend|{reason}"),
             TenantCommand::Reactivate => "reactivate".into(),
             TenantCommand::ChangePlan { plan } => format!("change_plan|{plan}"),
+            TenantCommand::SetProfile { industry, region } => format!("set_profile|{industry:?}|{region:?}"),
             TenantCommand::RequestDeletion { .. } => "request_deletion".into(),
             TenantCommand::Restore { .. } => "restore".into(),
             TenantCommand::Purge { .. } => "purge".into(),
@@ -85,6 +102,10 @@ pub struct ProvisionTenant {
     pub plan: Plan,
     /// E-mail of the first owner, who gets invited.
     pub owner_email: String,
+    /// Industry slug, if known.
+    pub industry: Option<String>,
+    /// Region slug, if known.
+    pub region: Option<String>,
     /// When it was provisioned.
     pub at: DateTime<Utc>,
 }
@@ -105,9 +126,25 @@ impl ProvisionTenant {
             domain: validate::domain(domain).ok_or(TenantError::InvalidDomain)?,
             plan: plan.parse().map_err(|_| TenantError::InvalidPlan)?,
             owner_email: validate::email(owner_email).ok_or(TenantError::InvalidOwnerEmail)?,
+            industry: None,
+            region: None,
             at,
         })
     }
+
+    /// The same request with an industry and a region (raw values, validated and normalized).
+    pub fn with_profile(self, industry: Option<&str>, region: Option<&str>) -> Result<Self, TenantError> {
+        Ok(Self {
+            industry: slug(industry, TenantError::InvalidIndustry)?,
+            region: slug(region, TenantError::InvalidRegion)?,
+            ..self
+        })
+    }
+}
+
+/// An optional profile value as a slug (see [`validate::slug`]), or `invalid`.
+fn slug(raw: Option<&str>, invalid: TenantError) -> Result<Option<String>, TenantError> {
+    raw.map(|raw| validate::slug(raw).ok_or(invalid)).transpose()
 }
 
 /// What happened to a tenant.
@@ -127,6 +164,12 @@ pub enum TenantEvent {
         plan: Plan,
         /// E-mail of the first owner.
         owner_email: String,
+        /// Industry slug, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        industry: Option<String>,
+        /// Region slug, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
         /// When.
         provisioned_at: DateTime<Utc>,
     },
@@ -146,6 +189,14 @@ pub enum TenantEvent {
         from: Plan,
         /// The new plan.
         to: Plan,
+    },
+    /// The tenant's profile changed; both values are the new ones (null clears).
+    #[serde(rename = "tenant.profile_changed")]
+    ProfileChanged {
+        /// The industry slug, or null.
+        industry: Option<String>,
+        /// The region slug, or null.
+        region: Option<String>,
     },
     /// Deletion was requested; the tenant can be restored until `purge_after`.
     #[serde(rename = "tenant.deletion_requested")]
@@ -176,6 +227,7 @@ impl DomainEvent for TenantEvent {
             TenantEvent::Suspended { .. } => "tenant.suspended",
             TenantEvent::Reactivated { .. } => "tenant.reactivated",
             TenantEvent::PlanChanged { .. } => "tenant.plan_changed",
+            TenantEvent::ProfileChanged { .. } => "tenant.profile_changed",
             TenantEvent::DeletionRequested { .. } => "tenant.deletion_requested",
             TenantEvent::Restored { .. } => "tenant.restored",
             TenantEvent::Purged { .. } => "tenant.purged",
@@ -233,6 +285,14 @@ pub enum TenantError {
     /// The owner's e-mail address is malformed.
     #[error("owner_email must be an e-mail address")]
     InvalidOwnerEmail,
+    /// The industry is not a slug.
+    #[error("industry must be a lowercase slug such as `fintech` (up to 64 of a-z, 0-9 and -, not starting with -)")]
+    InvalidIndustry,
+    /// The region is not a slug.
+    #[error(
+        "region must be a lowercase slug such as `ap-northeast-1` (up to 64 of a-z, 0-9 and -, not starting with -)"
+    )]
+    InvalidRegion,
     /// No such tenant.
     #[error("tenant not found")]
     NotFound,
@@ -248,6 +308,9 @@ pub enum TenantError {
     /// The tenant is on that plan already.
     #[error("tenant is already on that plan")]
     SamePlan,
+    /// The tenant has that industry and region already.
+    #[error("tenant already has that industry and region")]
+    SameProfile,
     /// The tenant's deletion is pending; restore it first.
     #[error("tenant deletion is pending")]
     DeletionPending,
@@ -269,12 +332,13 @@ impl DomainError for TenantError {
     fn kind(&self) -> ErrorKind {
         use TenantError::*;
         match self {
-            InvalidName | InvalidDomain | InvalidPlan | InvalidOwnerEmail => ErrorKind::InvalidArgument,
+            InvalidName | InvalidDomain | InvalidPlan | InvalidOwnerEmail | InvalidIndustry | InvalidRegion => {
+                ErrorKind::InvalidArgument
+            }
             NotFound => ErrorKind::NotFound,
             AlreadyProvisioned => ErrorKind::AlreadyExists,
-            NotActive | NotSuspended | SamePlan | DeletionPending | NotPendingDeletion | GraceEnded | GraceNotEnded => {
-                ErrorKind::FailedPrecondition
-            }
+            NotActive | NotSuspended | SamePlan | SameProfile | DeletionPending | NotPendingDeletion | GraceEnded
+            | GraceNotEnded => ErrorKind::FailedPrecondition,
             Purged => ErrorKind::Gone,
         }
     }
@@ -286,11 +350,14 @@ impl DomainError for TenantError {
             InvalidDomain => "invalid_domain",
             InvalidPlan => "invalid_plan",
             InvalidOwnerEmail => "invalid_owner_email",
+            InvalidIndustry => "invalid_industry",
+            InvalidRegion => "invalid_region",
             NotFound => "tenant_not_found",
             AlreadyProvisioned => "tenant_exists",
             NotActive => "tenant_not_active",
             NotSuspended => "tenant_not_suspended",
             SamePlan => "same_plan",
+            SameProfile => "same_profile",
             DeletionPending => "deletion_pending",
             NotPendingDeletion => "deletion_not_pending",
             GraceEnded => "grace_period_ended",
@@ -309,6 +376,12 @@ pub struct Tenant {
     pub status: TenantStatus,
     /// Current plan.
     pub plan: Option<Plan>,
+    /// Current industry slug.
+    #[serde(default)]
+    pub industry: Option<String>,
+    /// Current region slug.
+    #[serde(default)]
+    pub region: Option<String>,
     /// The domain, kept so a purge can release it.
     pub domain: String,
     /// The status to return to on restore.
@@ -327,6 +400,8 @@ impl Tenant {
                 domain: p.domain,
                 plan: p.plan,
                 owner_email: p.owner_email,
+                industry: p.industry,
+                region: p.region,
                 provisioned_at: p.at,
             }),
             (Unprovisioned, _) => Err(TenantError::NotFound),
@@ -354,6 +429,12 @@ impl Tenant {
             (_, TenantCommand::ChangePlan { plan }) => {
                 Ok(TenantEvent::PlanChanged { from: self.plan.unwrap_or(Plan::Free), to: plan })
             }
+            (_, TenantCommand::SetProfile { industry, region })
+                if self.industry == industry && self.region == region =>
+            {
+                Err(TenantError::SameProfile)
+            }
+            (_, TenantCommand::SetProfile { industry, region }) => Ok(TenantEvent::ProfileChanged { industry, region }),
             (_, TenantCommand::RequestDeletion { at }) => Ok(TenantEvent::DeletionRequested {
                 requested_at: at,
                 purge_after: at + Duration::days(DELETION_GRACE_DAYS),
@@ -382,15 +463,21 @@ impl Aggregate for Tenant {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            TenantEvent::Provisioned { tenant_id, plan, domain, .. } => {
+            TenantEvent::Provisioned { tenant_id, plan, domain, industry, region, .. } => {
                 self.id = Some(tenant_id);
                 self.plan = Some(plan);
                 self.domain = domain;
+                self.industry = industry;
+                self.region = region;
                 self.status = TenantStatus::Active;
             }
             TenantEvent::Suspended { .. } => self.status = TenantStatus::Suspended,
             TenantEvent::Reactivated {} => self.status = TenantStatus::Active,
             TenantEvent::PlanChanged { to, .. } => self.plan = Some(to),
+            TenantEvent::ProfileChanged { industry, region } => {
+                self.industry = industry;
+                self.region = region;
+            }
             TenantEvent::DeletionRequested { purge_after, .. } => {
                 self.status_before_deletion = Some(self.status);
                 self.purge_after = Some(purge_after);

@@ -16,14 +16,24 @@ fn id() -> TenantId {
 }
 
 fn provisioned() -> TenantEvent {
+    provisioned_with(None, None)
+}
+
+fn provisioned_with(industry: Option<&str>, region: Option<&str>) -> TenantEvent {
     TenantEvent::Provisioned {
         tenant_id: id(),
         name: "Acme".into(),
         domain: "acme".into(),
         plan: Plan::Pro,
         owner_email: "owner@acme.io".into(),
+        industry: industry.map(Into::into),
+        region: region.map(Into::into),
         provisioned_at: t0(),
     }
+}
+
+fn set_profile(industry: Option<&str>, region: Option<&str>) -> TenantCommand {
+    TenantCommand::set_profile(industry, region).unwrap()
 }
 
 fn deletion_requested() -> TenantEvent {
@@ -47,6 +57,35 @@ fn validation_names_the_bad_field() {
     assert_eq!(bad("Acme", "acme", "gold", "o@acme.io"), TenantError::InvalidPlan);
     assert_eq!(bad("Acme", "acme", "pro", "nobody"), TenantError::InvalidOwnerEmail);
     assert_eq!(TenantError::InvalidDomain.kind(), ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn provisions_with_a_normalized_profile() {
+    let cmd = ProvisionTenant::new(id(), "Acme", "acme", "pro", "owner@acme.io", t0())
+        .and_then(|p| p.with_profile(Some(" FinTech "), Some("AP-Northeast-1")))
+        .unwrap();
+    Given::with(())
+        .given_no_previous_events()
+        .when(TenantCommand::Provision(cmd))
+        .then_expect_events(vec![provisioned_with(Some("fintech"), Some("ap-northeast-1"))]);
+}
+
+#[test]
+fn profile_validation_names_the_bad_field() {
+    let provision = |industry, region| {
+        ProvisionTenant::new(id(), "Acme", "acme", "pro", "owner@acme.io", t0())
+            .unwrap()
+            .with_profile(industry, region)
+            .unwrap_err()
+    };
+    assert_eq!(provision(Some("fin tech"), None), TenantError::InvalidIndustry);
+    assert_eq!(provision(None, Some("-eu")), TenantError::InvalidRegion);
+    assert_eq!(provision(Some(""), None), TenantError::InvalidIndustry);
+    assert_eq!(TenantCommand::set_profile(Some("fin_tech"), None).unwrap_err(), TenantError::InvalidIndustry);
+    assert_eq!(TenantCommand::set_profile(None, Some(&"r".repeat(65))).unwrap_err(), TenantError::InvalidRegion);
+    assert_eq!(TenantError::InvalidIndustry.code(), "invalid_industry");
+    assert_eq!(TenantError::InvalidRegion.code(), "invalid_region");
+    assert_eq!(TenantError::InvalidRegion.kind(), ErrorKind::InvalidArgument);
 }
 
 #[test]
@@ -107,6 +146,50 @@ fn changes_plan_but_not_to_the_same_one() {
 }
 
 #[test]
+fn sets_the_whole_profile_and_none_clears() {
+    Given::with(())
+        .given(vec![provisioned()])
+        .when(set_profile(Some("fintech"), Some("eu-west-1")))
+        .then_expect_events(vec![TenantEvent::ProfileChanged {
+            industry: Some("fintech".into()),
+            region: Some("eu-west-1".into()),
+        }]);
+    Given::with(())
+        .given(vec![provisioned_with(Some("fintech"), Some("eu-west-1"))])
+        .when(set_profile(Some("health"), None))
+        .then_expect_events(vec![TenantEvent::ProfileChanged { industry: Some("health".into()), region: None }]);
+}
+
+#[test]
+fn a_suspended_tenant_can_change_its_profile() {
+    Given::with(())
+        .given(vec![provisioned(), TenantEvent::Suspended { reason: "x".into() }])
+        .when(set_profile(None, Some("us-east-1")))
+        .then_expect_events(vec![TenantEvent::ProfileChanged { industry: None, region: Some("us-east-1".into()) }]);
+}
+
+#[test]
+fn setting_the_same_profile_is_refused() {
+    Given::with(())
+        .given(vec![provisioned_with(Some("fintech"), None)])
+        .when(set_profile(Some(" FINTECH"), None))
+        .then_expect_error(TenantError::SameProfile);
+    Given::with(())
+        .given(vec![provisioned()])
+        .when(set_profile(None, None))
+        .then_expect_error(TenantError::SameProfile);
+    let err = Given::with(())
+        .given(vec![
+            provisioned(),
+            TenantEvent::ProfileChanged { industry: Some("retail".into()), region: Some("eu-west-1".into()) },
+        ])
+        .when(set_profile(Some("retail"), Some("eu-west-1")))
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!((err.kind(), err.code()), (ErrorKind::FailedPrecondition, "same_profile"));
+}
+
+#[test]
 fn deletion_starts_a_thirty_day_grace() {
     Given::with(())
         .given(vec![provisioned()])
@@ -120,6 +203,7 @@ fn nothing_but_restore_or_purge_while_deletion_is_pending() {
         TenantCommand::Suspend { reason: String::new() },
         TenantCommand::Reactivate,
         TenantCommand::ChangePlan { plan: Plan::Free },
+        set_profile(Some("fintech"), None),
         TenantCommand::RequestDeletion { at: t0() },
     ] {
         Given::with(())
@@ -165,6 +249,7 @@ fn a_purged_tenant_is_gone_for_every_command() {
         TenantCommand::Reactivate,
         TenantCommand::Restore { at: t0() },
         TenantCommand::Suspend { reason: String::new() },
+        set_profile(Some("fintech"), Some("eu-west-1")),
     ] {
         Given::with(())
             .given(vec![provisioned(), deletion_requested(), purged.clone()])
@@ -190,6 +275,26 @@ fn event_types_match_the_serialized_tag() {
 }
 
 #[test]
+fn events_without_a_profile_still_decode_and_profiles_round_trip() {
+    let stored = serde_json::json!({
+        "type": "tenant.provisioned",
+        "tenant_id": "tnt_01jd0000000000000000000000",
+        "name": "Acme",
+        "domain": "acme",
+        "plan": "pro",
+        "owner_email": "owner@acme.io",
+        "provisioned_at": "2026-01-01T12:00:00Z",
+    });
+    assert_eq!(serde_json::from_value::<TenantEvent>(stored.clone()).unwrap(), provisioned());
+    assert_eq!(serde_json::to_value(provisioned()).unwrap(), stored, "no profile fields when there is no profile");
+    let changed = TenantEvent::ProfileChanged { industry: Some("fintech".into()), region: None };
+    let json = serde_json::to_value(&changed).unwrap();
+    assert_eq!(json, serde_json::json!({ "type": "tenant.profile_changed", "industry": "fintech", "region": null }));
+    assert_eq!(json["type"], changed.event_type());
+    assert_eq!(serde_json::from_value::<TenantEvent>(json).unwrap(), changed);
+}
+
+#[test]
 fn fingerprints_ignore_when_a_command_was_sent() {
     let later = t0() + Duration::hours(1);
     assert_eq!(
@@ -200,4 +305,5 @@ fn fingerprints_ignore_when_a_command_was_sent() {
         TenantCommand::Suspend { reason: "a".into() }.fingerprint(),
         TenantCommand::Suspend { reason: "b".into() }.fingerprint()
     );
+    assert_ne!(set_profile(Some("a"), None).fingerprint(), set_profile(None, Some("a")).fingerprint());
 }
