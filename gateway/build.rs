@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keel/v1/app.proto",
         "keel/v1/flag.proto",
         "keel/v1/routing.proto",
+        "keel/v1/billing.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

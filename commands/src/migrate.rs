@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "commands/0004_operator_credentials", sql: include_str!("../sql/0004_operator_credentials.sql") },
     Migration { name: "commands/0005_identity", sql: include_str!("../sql/0005_identity.sql") },
     Migration { name: "commands/0006_apps", sql: include_str!("../sql/0006_apps.sql") },
+    Migration { name: "commands/0007_billing", sql: include_str!("../sql/0007_billing.sql") },
 ];
 
 /// Why migrating failed.

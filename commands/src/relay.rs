@@ -4,7 +4,8 @@
 //! transaction still open, so nothing committed late is skipped. Each batch is
 //! produced (key = tenant id, idempotent producer, acks=all) and, once every
 //! message is acknowledged, the checkpoint moves in Postgres together with the
-//! offset each partition got. After a crash the batch since the checkpoint is
+//! offset each partition got. Accepted usage is also published, as CloudEvents, to the
+//! billing topic (ADR 0013). After a crash the batch since the checkpoint is
 //! published again; consumers drop the repeats by event id / order. Only one relay
 //! runs at a time (a Postgres advisory lock); the others wait as standbys.
 
@@ -20,6 +21,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use keel_domain::envelope::{Actor, ActorType, EventEnvelope, keys};
+use keel_domain::usage::{self, BillingCloudEvent, UsageEvent};
 
 /// Advisory lock key held by the running relay.
 const RELAY_LOCK: i64 = 7_242_002;
@@ -46,13 +48,23 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Longest pause when there is nothing to publish.
     pub idle_poll: Duration,
+    /// Where accepted usage is also published as CloudEvents (`keel.billing.v1`), if anywhere.
+    pub billing_topic: Option<String>,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { topic: "keel.events".into(), batch_size: 2000, idle_poll: Duration::from_millis(5) }
+        Self {
+            topic: "keel.events".into(),
+            batch_size: 2000,
+            idle_poll: Duration::from_millis(5),
+            billing_topic: Some(BILLING_TOPIC.into()),
+        }
     }
 }
+
+/// The billing topic's default name: its messages are the contract billing systems consume.
+pub const BILLING_TOPIC: &str = "keel.billing.v1";
 
 /// The checkpoint: last published order and per-partition last offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,8 +150,10 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.status.leader.store(true, Ordering::Relaxed);
+        let mut topics = vec![self.config.topic.as_str()];
+        topics.extend(self.config.billing_topic.as_deref());
         if let Some(partitions) = self.partitions
-            && let Err(err) = crate::kafka::ensure_topics(&self.brokers, &[&self.config.topic], partitions).await
+            && let Err(err) = crate::kafka::ensure_topics(&self.brokers, &topics, partitions).await
         {
             self.status.broker_ok.store(false, Ordering::Relaxed);
             return Err(err.into());
@@ -168,7 +182,8 @@ impl Relay {
         }
     }
 
-    /// Produces `batch` and waits for every acknowledgement; returns the advanced checkpoint.
+    /// Produces `batch` (and its usage, as CloudEvents, to the billing topic) and waits
+    /// for every acknowledgement; returns the advanced checkpoint.
     async fn publish(
         &self,
         producer: &FutureProducer,
@@ -176,7 +191,23 @@ impl Relay {
         from: &Checkpoint,
     ) -> Result<Checkpoint, RelayError> {
         let mut deliveries = Vec::with_capacity(batch.len());
+        let mut billing = Vec::new();
         for event in batch {
+            if let Some(topic) = &self.config.billing_topic
+                && event.aggregate_type == usage::AGGREGATE_TYPE
+            {
+                let message = billing_message(event).ok_or(RelayError::Malformed(event.position))?;
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "content-type", value: Some("application/cloudevents+json") });
+                let record = FutureRecord::to(topic).key(event.key()).payload(&message).headers(headers);
+                match producer.send_result(record) {
+                    Ok(delivery) => billing.push(delivery),
+                    Err((err, _)) => {
+                        self.status.broker_ok.store(false, Ordering::Relaxed);
+                        return Err(err.into());
+                    }
+                }
+            }
             let payload = serde_json::to_vec(event).map_err(|_| RelayError::Malformed(event.position))?;
             let event_id = event.event_id.to_string();
             let headers = OwnedHeaders::new()
@@ -206,11 +237,29 @@ impl Relay {
                 Err(_canceled) => return Err(rdkafka::error::KafkaError::Canceled.into()),
             }
         }
+        for delivery in billing {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => {
+                    self.status.broker_ok.store(false, Ordering::Relaxed);
+                    return Err(err.into());
+                }
+                Err(_canceled) => return Err(rdkafka::error::KafkaError::Canceled.into()),
+            }
+        }
         self.status.broker_ok.store(true, Ordering::Relaxed);
         let last = batch.last().map(EventEnvelope::order).unwrap_or((from.txid, from.position));
         (next.txid, next.position) = last;
         Ok(next)
     }
+}
+
+/// The CloudEvent (JSON) of a usage event, or `None` if its payload cannot be read.
+pub fn billing_message(event: &EventEnvelope) -> Option<Vec<u8>> {
+    let mut payload = event.payload.clone();
+    payload.as_object_mut()?.entry("type").or_insert_with(|| event.event_type.clone().into());
+    let UsageEvent::Recorded(recorded) = serde_json::from_value(payload).ok()?;
+    serde_json::to_vec(&BillingCloudEvent::new(&recorded, event.event_id, event.position)).ok()
 }
 
 /// The relay's checkpoint for `topic` (zero if it never ran).

@@ -40,7 +40,10 @@ impl KeelEventRepository {
             .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
-        if !events.iter().any(|e| crate::identity_index::affects(e) || crate::key_index::affects(e)) {
+        let indexed = |e: &SerializedEvent| {
+            crate::identity_index::affects(e) || crate::key_index::affects(e) || crate::billing::affects_allowlist(e)
+        };
+        if !events.iter().any(indexed) {
             // One statement is its own transaction: one round trip.
             insert.execute(&self.pool).await?;
             return Ok(());
@@ -50,6 +53,7 @@ impl KeelEventRepository {
         for event in events {
             crate::identity_index::apply(&mut tx, event).await?;
             crate::key_index::apply(&mut tx, event).await?;
+            crate::billing::apply_allowlist(&mut tx, event).await?;
         }
         tx.commit().await
     }

@@ -109,6 +109,14 @@ pub enum Action {
     ReportHealth,
     /// Read the fleet's health and drift.
     ReadFleetHealth,
+    /// Report billable usage.
+    RecordUsage,
+    /// Read a tenant's billing ledger: usage totals and the raw events (export).
+    ReadBilling,
+    /// Change which usage event types reach the cross-tenant rollups.
+    ManageRollups,
+    /// Read the cross-tenant rollups (internal operations: operators only).
+    ReadRollups,
 }
 
 /// The context of the request: the target tenant (if any) and its plan (if known).
@@ -138,7 +146,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
         Principal::Operator { .. } => Ok(()),
         Principal::Auditor { .. } => match action {
             ReadTenant | ListTenants | ReadUsers | ReadApps | ReadFlags | ReadEntitlements | ReadRouting
-            | ReadFleetHealth => Ok(()),
+            | ReadFleetHealth | ReadBilling => Ok(()),
             _ => Err(Denied::NotPermitted),
         },
         Principal::TenantUser { tenant_id, role, .. } => {
@@ -147,6 +155,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
                 (_, _) if target.tenant.is_some() && !own => Err(Denied::Hidden),
                 (ReadTenant | ReadFlags | ReadEntitlements, _) => Ok(()),
                 (ChangePlan, TenantRole::Owner) => Ok(()),
+                (ReadBilling, TenantRole::Owner) if own => Ok(()),
                 (ManageUsers | ReadUsers, TenantRole::Owner | TenantRole::Admin) if own => Ok(()),
                 _ => Err(Denied::NotPermitted),
             }
@@ -155,6 +164,8 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
             let needed = match action {
                 ReadFlags | ReadEntitlements => Scope::FlagsRead,
                 ReportHealth | ReadRouting => Scope::FleetWrite,
+                RecordUsage => Scope::BillingWrite,
+                ReadBilling => Scope::BillingRead,
                 _ => return Err(Denied::NotPermitted),
             };
             if scopes.contains(&needed) { Ok(()) } else { Err(Denied::NotPermitted) }
@@ -263,6 +274,35 @@ mod tests {
         assert_eq!(authorize(&user(TenantRole::User), Action::ReadEntitlements, own), Ok(()));
         assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadFlags, other), Err(Denied::Hidden));
         assert_eq!(authorize(&user(TenantRole::Owner), Action::ManageFlags, own), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn billing_is_read_by_its_scope_operators_auditors_and_the_own_owner_only() {
+        let own = Target { tenant: Some(&tenant(1)), plan: None };
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        let app = |scope: Scope| Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: [scope].into() };
+        assert_eq!(authorize(&app(Scope::BillingWrite), Action::RecordUsage, own), Ok(()));
+        assert_eq!(authorize(&app(Scope::BillingRead), Action::RecordUsage, own), Err(Denied::NotPermitted));
+        assert_eq!(authorize(&app(Scope::BillingRead), Action::ReadBilling, other), Ok(()));
+        assert_eq!(authorize(&app(Scope::BillingWrite), Action::ReadBilling, own), Err(Denied::NotPermitted));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadBilling, own), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadBilling, other), Err(Denied::Hidden));
+        assert_eq!(authorize(&user(TenantRole::Admin), Action::ReadBilling, own), Err(Denied::NotPermitted));
+        let auditor = Principal::Auditor { id: "a".into() };
+        assert_eq!(authorize(&auditor, Action::ReadBilling, other), Ok(()));
+    }
+
+    #[test]
+    fn only_operators_read_and_manage_the_rollups() {
+        let op = Principal::Operator { id: "op".into() };
+        let auditor = Principal::Auditor { id: "a".into() };
+        let app = Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Scope::ALL.into() };
+        for action in [Action::ReadRollups, Action::ManageRollups] {
+            assert_eq!(authorize(&op, action, Target::default()), Ok(()));
+            assert_eq!(authorize(&auditor, action, Target::default()), Err(Denied::NotPermitted));
+            assert_eq!(authorize(&app, action, Target::default()), Err(Denied::NotPermitted));
+            assert_eq!(authorize(&user(TenantRole::Owner), action, Target::default()), Err(Denied::NotPermitted));
+        }
     }
 
     #[test]

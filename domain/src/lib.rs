@@ -14,12 +14,14 @@ pub mod ids;
 pub mod login_guard;
 pub mod password_policy;
 pub mod plan;
+pub mod rollup_allowlist;
 pub mod routing;
 pub mod schemas;
 pub mod session;
 pub mod tenant;
 pub mod tenant_config;
 pub mod tenant_domain;
+pub mod usage;
 pub mod validate;
 
 pub use error::{DomainError, ErrorKind};

@@ -26,6 +26,9 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("tenant_config.events.v1.json", schema_for!(crate::tenant_config::TenantConfigEvent).to_value()),
         ("deployment.events.v1.json", schema_for!(crate::deployment::DeploymentEvent).to_value()),
         ("routing.events.v1.json", schema_for!(crate::routing::RoutingEvent).to_value()),
+        ("usage.events.v1.json", schema_for!(crate::usage::UsageEvent).to_value()),
+        ("rollup_allowlist.events.v1.json", schema_for!(crate::rollup_allowlist::RollupAllowlistEvent).to_value()),
+        ("keel.billing.v1.json", schema_for!(crate::usage::BillingCloudEvent).to_value()),
     ]
 }
 

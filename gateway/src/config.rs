@@ -58,6 +58,12 @@ pub struct Settings {
     /// The sender of Keel's e-mails.
     #[arg(long, env = "KEEL_MAIL_FROM", default_value = "Keel <no-reply@keel.localhost>")]
     pub mail_from: String,
+    /// Topic accepted usage is published to, as CloudEvents, for billing systems.
+    #[arg(long, env = "KEEL_BILLING_TOPIC", default_value = "keel.billing.v1")]
+    pub billing_topic: String,
+    /// Usage that arrives more than this many hours after it happened is kept but marked late.
+    #[arg(long, env = "KEEL_BILLING_LATE_AFTER_HOURS", default_value_t = 48)]
+    pub billing_late_after_hours: i64,
     /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (comma-separated);
     /// brute-force protection then counts per real client address.
     #[arg(long, env = "KEEL_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -86,6 +92,8 @@ impl Settings {
             mailbox_dir: ".keel/mailbox".into(),
             mail_from: "Keel <no-reply@keel.localhost>".into(),
             trusted_proxies: Vec::new(),
+            billing_topic: keel_commands::relay::BILLING_TOPIC.into(),
+            billing_late_after_hours: 48,
         }
     }
 
@@ -94,6 +102,14 @@ impl Settings {
         match &self.smtp_url {
             Some(url) => keel_commands::mail::MailTransport::Smtp(url.clone()),
             None => keel_commands::mail::MailTransport::Mailbox(self.mailbox_dir.clone()),
+        }
+    }
+
+    /// The rules on late and future usage.
+    pub fn usage_policy(&self) -> keel_domain::usage::UsagePolicy {
+        keel_domain::usage::UsagePolicy {
+            late_after: chrono::Duration::hours(self.billing_late_after_hours.max(0)),
+            ..Default::default()
         }
     }
 

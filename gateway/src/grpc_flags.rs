@@ -44,6 +44,11 @@ pub fn json_value(value: Option<prost_types::Value>, field: &str) -> Result<Valu
     Ok(from_kind(kind))
 }
 
+/// A protobuf `Struct` as a JSON object.
+pub fn json_object(object: prost_types::Struct) -> Value {
+    from_kind(Kind::StructValue(object))
+}
+
 fn from_kind(kind: Kind) -> Value {
     match kind {
         Kind::NullValue(_) => Value::Null,

@@ -242,9 +242,7 @@ async fn owner_pool(owner: &Owner) -> Result<PgPool, String> {
         .map_err(|e| format!("cannot connect as the migration role: {e}"))
 }
 
-/// Every read model of this build, by name.
-const READ_MODELS: &[&str] =
-    &[keel_projections::tenant_registry::NAME, keel_projections::flag_snapshots::NAME, keel_projections::routing::NAME];
+use keel_projections::READ_MODELS;
 
 /// Runs `$body` with `$model` bound to the read model named `$name` (one arm per read model).
 macro_rules! with_read_model {
@@ -260,6 +258,14 @@ macro_rules! with_read_model {
             }
             keel_projections::flag_snapshots::NAME => {
                 let $model = &keel_projections::flag_snapshots::FlagSnapshots;
+                $body
+            }
+            keel_projections::billing_ledger::NAME => {
+                let $model = &keel_projections::billing_ledger::BillingLedger;
+                $body
+            }
+            keel_projections::billing_rollups::NAME => {
+                let $model = &keel_projections::billing_rollups::BillingRollups;
                 $body
             }
             other => Err(format!("unknown read model {other:?}; known: {}", READ_MODELS.join(", "))),
@@ -294,15 +300,11 @@ async fn run(command: Command) -> Result<(), String> {
             for name in &applied {
                 println!("applied {name}");
             }
-            for name in READ_MODELS {
-                let created = with_read_model!(*name, |model| {
-                    keel_projections::read_model::ensure_schema(&pool, model, &owner.runtime_role)
-                        .await
-                        .map_err(|e| format!("read model {name}: {e}"))
-                })?;
-                if created {
-                    println!("created read model {name}");
-                }
+            let created = keel_projections::ensure_schemas(&pool, &owner.runtime_role)
+                .await
+                .map_err(|e| format!("read model schema: {e}"))?;
+            for name in created {
+                println!("created read model {name}");
             }
             println!("schema is current");
             Ok(())

@@ -64,6 +64,13 @@ pub fn document() -> Value {
     generator.subschema_for::<FleetHealthPage>();
     generator.subschema_for::<HealthReportBody>();
     generator.subschema_for::<HealthReportAccepted>();
+    generator.subschema_for::<crate::rest_billing::UsageEventBody>();
+    generator.subschema_for::<crate::rest_billing::UsageBatchBody>();
+    generator.subschema_for::<crate::rest_billing::Recorded>();
+    generator.subschema_for::<crate::rest_billing::BatchAnswer>();
+    generator.subschema_for::<crate::rest_billing::UsageReport>();
+    generator.subschema_for::<crate::rest_billing::Rollups>();
+    generator.subschema_for::<keel_projections::billing_ledger::LedgerEvent>();
     let schemas = generator.take_definitions(true);
     let min_position = json!({
         "name": "X-Keel-Min-Position", "in": "header", "required": false,
@@ -77,7 +84,7 @@ pub fn document() -> Value {
         responses.insert("503".into(), problem("Unavailable, or the position was not reached in time"));
         Value::Object(responses)
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Keel REST query API",
@@ -215,5 +222,71 @@ pub fn document() -> Value {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": schemas
         }
+    });
+    if let (Some(paths), Value::Object(billing)) = (doc["paths"].as_object_mut(), billing_paths(&min_position, &errors))
+    {
+        paths.extend(billing);
+    }
+    doc
+}
+
+/// The billing routes (a document of their own: one `json!` for everything overflows the macro's recursion).
+fn billing_paths(min_position: &Value, errors: &dyn Fn(serde_json::Map<String, Value>) -> Value) -> Value {
+    json!({
+            "/v1/billing/events": {
+                "post": {
+                    "summary": "Report one usage event (API keys with billing:write); durable before the answer",
+                    "requestBody": body("UsageEventBody"),
+                    "responses": errors(serde_json::Map::from_iter([
+                        ("201".to_string(), ok("Recorded")),
+                        ("200".to_string(), ok("Recorded")),
+                        ("404".to_string(), problem("unknown_tenant or tenant_purged")),
+                        ("409".to_string(), problem("event_id_conflict: the id was used for a different event")),
+                    ]))
+                },
+                "get": {
+                    "summary": "Export a tenant's raw usage events in log order (billing:read keys, operators, auditors, the tenant's owner), streamed; each row carries its cursor",
+                    "parameters": [
+                        { "name": "tenant_id", "in": "query", "required": true, "schema": { "type": "string" } },
+                        { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Usage at or after this time" },
+                        { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Usage before this time" },
+                        { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "The cursor of the last row you have: the export resumes after it" },
+                        { "name": "format", "in": "query", "schema": { "enum": ["ndjson", "csv"] }, "description": "Default ndjson, or csv with Accept: text/csv" },
+                        min_position.clone()
+                    ],
+                    "responses": errors(serde_json::Map::from_iter([
+                        ("200".to_string(), json!({ "description": "application/x-ndjson (one LedgerEvent plus cursor per line) or text/csv",
+                            "content": { "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } } } })),
+                        ("404".to_string(), problem("Another tenant's ledger")),
+                    ]))
+                }
+            },
+            "/v1/billing/events:batch": { "post": {
+                "summary": "Report up to 1,000 usage events; each is answered accepted, duplicate or rejected (with its reason)",
+                "requestBody": body("UsageBatchBody"),
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("BatchAnswer"))]))
+            } },
+            "/v1/billing/usage": { "get": {
+                "summary": "A tenant's usage totals per event type and hour or day (UTC buckets of the usage time)",
+                "parameters": [
+                    { "name": "tenant_id", "in": "query", "required": true, "schema": { "type": "string" } },
+                    { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: a day before to" },
+                    { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: now" },
+                    { "name": "granularity", "in": "query", "schema": { "enum": ["hour", "day"], "default": "hour" }, "description": "hour: at most 31 days; day: at most 5 years" },
+                    min_position.clone()
+                ],
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("UsageReport"))]))
+            } },
+            "/v1/control-plane/billing/rollups": { "get": {
+                "summary": "Cross-tenant usage totals by event type × plan × industry × region (operators only; allowlisted event types only)",
+                "parameters": [
+                    { "name": "granularity", "in": "query", "schema": { "enum": ["minute", "hour"], "default": "minute" }, "description": "minute: at most 1 day; hour: at most 31 days" },
+                    { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: an hour before to" },
+                    { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: now" },
+                    { "name": "event_type", "in": "query", "schema": { "type": "string" } },
+                    min_position.clone()
+                ],
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("Rollups"))]))
+            } }
     })
 }

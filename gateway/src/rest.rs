@@ -49,6 +49,8 @@ pub struct AppState {
     pub stream_key: Arc<[u8; 32]>,
     /// Deployment and routing commands (fleet health reports).
     pub routing: Arc<keel_commands::routing::RoutingCommands>,
+    /// Usage recording.
+    pub billing: Arc<keel_commands::billing::BillingCommands>,
     /// Fires when the process stops (ends open event streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::rest_auth::routes())
         .merge(crate::rest_flags::routes())
         .merge(crate::rest_routing::routes())
+        .merge(crate::rest_billing::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.

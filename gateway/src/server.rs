@@ -29,11 +29,13 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::flag_cache::FlagCache;
 use crate::grpc_apps::AppApi;
+use crate::grpc_billing::BillingApi;
 use crate::grpc_flags::FlagApi;
 use crate::grpc_routing::RoutingApi;
 use crate::grpc_tenants::TenantApi;
 use crate::grpc_users::UserApi;
 use crate::proto::app_service_server::AppServiceServer;
+use crate::proto::billing_service_server::BillingServiceServer;
 use crate::proto::flag_service_server::FlagServiceServer;
 use crate::proto::routing_service_server::RoutingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
@@ -95,6 +97,10 @@ pub struct Running {
     pub flag_snapshots: Arc<ProjectorStatus>,
     /// The routing projector's status.
     pub routing: Arc<ProjectorStatus>,
+    /// The billing ledger projector's status.
+    pub billing_ledger: Arc<ProjectorStatus>,
+    /// The billing rollups projector's status.
+    pub billing_rollups: Arc<ProjectorStatus>,
     /// The runtime pool.
     pub pool: PgPool,
     /// Tenant commands (for in-process tools and tests).
@@ -171,7 +177,11 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
 
     let relay_status = Arc::new(RelayStatus::default());
     if workers.relay {
-        let config = RelayConfig { topic: settings.events_topic.clone(), ..RelayConfig::default() };
+        let config = RelayConfig {
+            topic: settings.events_topic.clone(),
+            billing_topic: Some(settings.billing_topic.clone()),
+            ..RelayConfig::default()
+        };
         let relay = Relay::new(relaxed.clone(), settings.kafka_brokers.clone(), config, relay_status.clone())
             .creating_topic(settings.partitions);
         tasks.push(tokio::spawn(relay.run(rx.clone())));
@@ -180,6 +190,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let registry = Arc::new(ProjectorStatus::default());
     let flag_status = Arc::new(ProjectorStatus::default());
     let routing_status = Arc::new(ProjectorStatus::default());
+    let ledger_status = Arc::new(ProjectorStatus::default());
+    let rollups_status = Arc::new(ProjectorStatus::default());
     if workers.projectors {
         let consumer = ConsumerSettings {
             brokers: settings.kafka_brokers.clone(),
@@ -207,6 +219,22 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             consumer.clone(),
             settings.events_topic.clone(),
             routing_status.clone(),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
+        let projector = Projector::new(
+            Arc::new(keel_projections::billing_ledger::BillingLedger),
+            relaxed.clone(),
+            consumer.clone(),
+            settings.events_topic.clone(),
+            ledger_status.clone(),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
+        let projector = Projector::new(
+            Arc::new(keel_projections::billing_rollups::BillingRollups),
+            relaxed.clone(),
+            consumer.clone(),
+            settings.events_topic.clone(),
+            rollups_status.clone(),
         );
         tasks.push(tokio::spawn(projector.run(rx.clone())));
     }
@@ -248,6 +276,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     tasks.push(tokio::spawn(auth.api_keys().clone().run(apps.clone(), rx.clone())));
     let routing_commands = Arc::new(keel_commands::routing::RoutingCommands::new(pool.clone()));
     let flag_commands = Arc::new(keel_commands::flags::FlagCommands::new(pool.clone()));
+    let billing = Arc::new(keel_commands::billing::BillingCommands::new(pool.clone(), settings.usage_policy()));
     let flags = Arc::new(FlagCache::new(pool.clone()));
     flags.reload().await?;
     tasks.push(tokio::spawn(flags.clone().run(rx.clone())));
@@ -264,6 +293,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         flags,
         stream_key,
         routing: routing_commands.clone(),
+        billing: billing.clone(),
         shutdown: rx.clone(),
     });
     let mut stop = rx.clone();
@@ -287,6 +317,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     health.set_serving::<AppServiceServer<AppApi>>().await;
     health.set_serving::<FlagServiceServer<FlagApi>>().await;
     health.set_serving::<RoutingServiceServer<RoutingApi>>().await;
+    health.set_serving::<BillingServiceServer<BillingApi>>().await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder.register_encoded_file_descriptor_set(crate::proto::DESCRIPTOR)
     };
@@ -308,6 +339,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let app_api = AppApi::new(apps.clone(), auth.clone());
     let flag_api = FlagApi::new(flag_commands, auth.clone());
     let routing_api = RoutingApi::new(routing_commands.clone(), auth.clone());
+    let billing_api = BillingApi::new(billing, auth.clone());
     let user_api = UserApi::new(users.clone(), sessions, auth, pool.clone());
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -320,6 +352,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             .add_service(AppServiceServer::new(app_api))
             .add_service(FlagServiceServer::new(flag_api))
             .add_service(RoutingServiceServer::new(routing_api))
+            .add_service(BillingServiceServer::new(billing_api))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -339,6 +372,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         registry,
         flag_snapshots: flag_status,
         routing: routing_status,
+        billing_ledger: ledger_status,
+        billing_rollups: rollups_status,
         pool,
         tenants,
         users,

@@ -31,6 +31,11 @@ async fn health_readiness_and_openapi() {
     assert!(doc["paths"]["/v1/auth/login"]["post"]["responses"]["429"].is_object());
     assert!(doc["components"]["schemas"]["LoginRequest"]["properties"]["tenant"].is_object());
     assert!(doc["components"]["schemas"]["TokenResponse"]["properties"]["refresh_token"].is_object());
+    for path in ["/v1/billing/events:batch", "/v1/billing/usage", "/v1/control-plane/billing/rollups"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["paths"]["/v1/billing/events"]["get"]["parameters"].is_array());
+    assert!(doc["components"]["schemas"]["BatchAnswer"]["properties"]["results"].is_object());
     keel.stop().await;
 }
 

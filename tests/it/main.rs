@@ -2,6 +2,7 @@
 //! Keel's public gRPC and REST APIs. Run with `make test`.
 
 mod apps;
+mod billing;
 mod broker_outage;
 mod dead_letters;
 mod event_store;

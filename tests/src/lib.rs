@@ -86,23 +86,12 @@ impl TestEnv {
             .await
             .expect("grant");
         keel_commands::migrate::run(&owner, keel_commands::migrate::MIGRATIONS, RUNTIME_ROLE).await.expect("migrate");
-        keel_projections::read_model::ensure_schema(&owner, &TenantRegistry, RUNTIME_ROLE)
-            .await
-            .expect("read model schema");
-        keel_projections::read_model::ensure_schema(
-            &owner,
-            &keel_projections::flag_snapshots::FlagSnapshots,
-            RUNTIME_ROLE,
-        )
-        .await
-        .expect("read model schema");
-        keel_projections::read_model::ensure_schema(&owner, &keel_projections::routing::RoutingModel, RUNTIME_ROLE)
-            .await
-            .expect("read model schema");
+        keel_projections::ensure_schemas(&owner, RUNTIME_ROLE).await.expect("read model schemas");
         owner.close().await;
 
         let topic = format!("keel.events.it.{}", uuid::Uuid::new_v4().simple());
-        keel_commands::kafka::ensure_topics(&brokers, &[&topic], partitions).await.expect("create topic");
+        let billing = format!("{topic}.billing");
+        keel_commands::kafka::ensure_topics(&brokers, &[&topic, &billing], partitions).await.expect("create topics");
         let mailbox = std::env::temp_dir().join(format!("keel-it-mail-{}", uuid::Uuid::new_v4().simple()));
         Self { owner_url, app_url, brokers, topic, partitions, mailbox }
     }
@@ -113,6 +102,7 @@ impl TestEnv {
         settings.rest_addr = ([127, 0, 0, 1], 0).into();
         settings.grpc_addr = ([127, 0, 0, 1], 0).into();
         settings.events_topic = self.topic.clone();
+        settings.billing_topic = self.billing_topic();
         settings.partitions = self.partitions;
         settings.session_timeout_ms = 3000;
         settings.db_pool_size = 16;
@@ -120,6 +110,11 @@ impl TestEnv {
         settings.min_position_wait_ms = 30_000;
         settings.mailbox_dir = self.mailbox.clone();
         settings
+    }
+
+    /// The test's own billing topic (`keel.billing.v1` in production).
+    pub fn billing_topic(&self) -> String {
+        format!("{}.billing", self.topic)
     }
 
     /// The tokens starting with `prefix` in the messages sent to `to`, oldest message first.
