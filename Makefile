@@ -31,4 +31,4 @@ build:
 
 bench:
 	@cargo build --release -p keel-gateway --bin keel
-	@KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags' bash scripts/test.sh
+	@KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags && cargo bench -p keel-tests --bench billing && cargo bench -p keel-tests --bench audit' bash scripts/test.sh

@@ -3,6 +3,7 @@
 //! committed events, in order, to Kafka.
 
 pub mod apps;
+pub mod audit;
 pub mod billing;
 pub mod bus;
 pub mod flags;

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "commands/0005_identity", sql: include_str!("../sql/0005_identity.sql") },
     Migration { name: "commands/0006_apps", sql: include_str!("../sql/0006_apps.sql") },
     Migration { name: "commands/0007_billing", sql: include_str!("../sql/0007_billing.sql") },
+    Migration { name: "commands/0008_audit", sql: include_str!("../sql/0008_audit.sql") },
 ];
 
 /// Why migrating failed.

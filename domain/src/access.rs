@@ -117,6 +117,10 @@ pub enum Action {
     ManageRollups,
     /// Read the cross-tenant rollups (internal operations: operators only).
     ReadRollups,
+    /// Read and export the audit trail.
+    ReadAudit,
+    /// Send an app's own audit records.
+    RecordAudit,
 }
 
 /// The context of the request: the target tenant (if any) and its plan (if known).
@@ -146,7 +150,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
         Principal::Operator { .. } => Ok(()),
         Principal::Auditor { .. } => match action {
             ReadTenant | ListTenants | ReadUsers | ReadApps | ReadFlags | ReadEntitlements | ReadRouting
-            | ReadFleetHealth | ReadBilling => Ok(()),
+            | ReadFleetHealth | ReadBilling | ReadAudit => Ok(()),
             _ => Err(Denied::NotPermitted),
         },
         Principal::TenantUser { tenant_id, role, .. } => {
@@ -155,7 +159,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
                 (_, _) if target.tenant.is_some() && !own => Err(Denied::Hidden),
                 (ReadTenant | ReadFlags | ReadEntitlements, _) => Ok(()),
                 (ChangePlan, TenantRole::Owner) => Ok(()),
-                (ReadBilling, TenantRole::Owner) if own => Ok(()),
+                (ReadBilling | ReadAudit, TenantRole::Owner) if own => Ok(()),
                 (ManageUsers | ReadUsers, TenantRole::Owner | TenantRole::Admin) if own => Ok(()),
                 _ => Err(Denied::NotPermitted),
             }
@@ -166,6 +170,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
                 ReportHealth | ReadRouting => Scope::FleetWrite,
                 RecordUsage => Scope::BillingWrite,
                 ReadBilling => Scope::BillingRead,
+                RecordAudit => Scope::AuditWrite,
                 _ => return Err(Denied::NotPermitted),
             };
             if scopes.contains(&needed) { Ok(()) } else { Err(Denied::NotPermitted) }
@@ -290,6 +295,21 @@ mod tests {
         assert_eq!(authorize(&user(TenantRole::Admin), Action::ReadBilling, own), Err(Denied::NotPermitted));
         let auditor = Principal::Auditor { id: "a".into() };
         assert_eq!(authorize(&auditor, Action::ReadBilling, other), Ok(()));
+    }
+
+    #[test]
+    fn auditors_operators_and_the_own_owner_read_the_audit_trail_and_apps_write_to_it() {
+        let own = Target { tenant: Some(&tenant(1)), plan: None };
+        let other = Target { tenant: Some(&tenant(2)), plan: None };
+        let auditor = Principal::Auditor { id: "a".into() };
+        assert_eq!(authorize(&auditor, Action::ReadAudit, other), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadAudit, own), Ok(()));
+        assert_eq!(authorize(&user(TenantRole::Owner), Action::ReadAudit, other), Err(Denied::Hidden));
+        assert_eq!(authorize(&user(TenantRole::Admin), Action::ReadAudit, own), Err(Denied::NotPermitted));
+        let app = |scope: Scope| Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: [scope].into() };
+        assert_eq!(authorize(&app(Scope::AuditWrite), Action::RecordAudit, own), Ok(()));
+        assert_eq!(authorize(&app(Scope::AuditWrite), Action::ReadAudit, own), Err(Denied::NotPermitted));
+        assert_eq!(authorize(&app(Scope::BillingWrite), Action::RecordAudit, own), Err(Denied::NotPermitted));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("usage.events.v1.json", schema_for!(crate::usage::UsageEvent).to_value()),
         ("rollup_allowlist.events.v1.json", schema_for!(crate::rollup_allowlist::RollupAllowlistEvent).to_value()),
         ("keel.billing.v1.json", schema_for!(crate::usage::BillingCloudEvent).to_value()),
+        ("audit.events.v1.json", schema_for!(crate::audit::AuditEvent).to_value()),
     ]
 }
 

@@ -66,6 +66,7 @@ pub struct Authenticator {
     pool: PgPool,
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeys>,
+    audit: keel_commands::audit::AuditLog,
     cache: RwLock<HashMap<String, (Principal, Instant)>>,
 }
 
@@ -89,7 +90,18 @@ pub fn new_operator_token() -> String {
 impl Authenticator {
     /// An authenticator for operator tokens in `pool` and access tokens of `tokens`.
     pub fn new(pool: PgPool, tokens: Arc<TokenService>) -> Self {
-        Self { api_keys: Arc::new(ApiKeys::new(pool.clone())), pool, tokens, cache: RwLock::new(HashMap::new()) }
+        Self {
+            api_keys: Arc::new(ApiKeys::new(pool.clone())),
+            audit: keel_commands::audit::AuditLog::new(pool.clone()),
+            pool,
+            tokens,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The audit trail every authenticated (or refused) call is recorded in.
+    pub fn audit(&self) -> &keel_commands::audit::AuditLog {
+        &self.audit
     }
 
     /// The access tokens.

@@ -64,6 +64,9 @@ pub struct Settings {
     /// Usage that arrives more than this many hours after it happened is kept but marked late.
     #[arg(long, env = "KEEL_BILLING_LATE_AFTER_HOURS", default_value_t = 48)]
     pub billing_late_after_hours: i64,
+    /// How often the heads of the audit chains that moved are signed (a checkpoint).
+    #[arg(long, env = "KEEL_AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
+    pub audit_checkpoint_seconds: u64,
     /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (comma-separated);
     /// brute-force protection then counts per real client address.
     #[arg(long, env = "KEEL_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -94,6 +97,7 @@ impl Settings {
             trusted_proxies: Vec::new(),
             billing_topic: keel_commands::relay::BILLING_TOPIC.into(),
             billing_late_after_hours: 48,
+            audit_checkpoint_seconds: 60,
         }
     }
 

@@ -173,6 +173,11 @@ pub fn denied_status(denied: Denied) -> tonic::Status {
     }
 }
 
+/// The stable code a status carries (`x-keel-error-code`), if any.
+pub fn keel_code(status: &tonic::Status) -> Option<String> {
+    status.metadata().get("x-keel-error-code").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// A status of `code` with a stable `keel_code`.
 pub fn coded(code: tonic::Code, keel_code: &str, message: &str) -> tonic::Status {
     with_code(tonic::Status::new(code, message), keel_code)

@@ -2,9 +2,11 @@
 //! wiring of relay, projectors and schedulers into one process.
 
 pub mod api_keys;
+pub mod audit_verify;
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod event_log;
 pub mod flag_cache;
 pub mod grpc;
 pub mod grpc_apps;
@@ -16,6 +18,7 @@ pub mod grpc_users;
 pub mod openapi;
 pub mod ready;
 pub mod rest;
+pub mod rest_audit;
 pub mod rest_auth;
 pub mod rest_billing;
 pub mod rest_flags;
@@ -24,6 +27,7 @@ pub mod rest_routing;
 pub mod rest_tenants;
 pub mod server;
 pub mod sweeper;
+pub mod tenant_replay;
 pub mod tokens;
 
 /// Generated protobuf and gRPC code for `keel.v1`.

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use keel_gateway::config::Settings;
+use keel_gateway::event_log::{self, LogSource};
 use keel_gateway::server::{self, Workers};
 use keel_projections::kafka::ConsumerSettings;
 use keel_projections::tenant_registry::TenantRegistry;
@@ -48,18 +49,38 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Rebuild a read model from Kafka offset 0 and swap it in atomically.
+    /// Rebuild a read model from Kafka offset 0 and swap it in atomically; or, with
+    /// --tenant, print one tenant's state at --until as JSON, rebuilt from the log alone.
     Replay {
-        /// The read model (tenant_registry).
-        read_model: String,
-        #[command(flatten)]
-        owner: Owner,
+        /// The read model to rebuild (tenant_registry, flag_snapshots, …); not with --tenant.
+        read_model: Option<String>,
+        /// Instead: rebuild this tenant's registry entry, users, flags and entitlements from
+        /// the log and print them (no database needed).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// With --tenant: the moment (RFC 3339, e.g. 2026-05-01T12:00:00Z); default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// With --tenant: read this export (`keel log export`) instead of Kafka (offline).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Postgres URL of the migration role (to rebuild a read model).
+        #[arg(long, env = "KEEL_MIGRATION_DATABASE_URL")]
+        migration_database_url: Option<String>,
+        /// The runtime role that gets grants.
+        #[arg(long, env = "KEEL_RUNTIME_ROLE", default_value = "keel_app")]
+        runtime_role: String,
         /// Kafka bootstrap servers.
         #[arg(long, env = "KEEL_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         kafka_brokers: String,
         /// The event topic.
         #[arg(long, env = "KEEL_EVENTS_TOPIC", default_value = "keel.events")]
         events_topic: String,
+    },
+    /// The event log as a whole.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
     },
     /// Dead letters of a read model.
     Dlq {
@@ -81,6 +102,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit trail, for auditors.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Write the JSON Schemas of the events to a directory (or check they are current).
     Schemas {
         /// Directory.
@@ -89,6 +115,24 @@ enum Command {
         /// Only check; exit non-zero if a file is missing or stale.
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Write the whole event log (every partition from offset 0 to its end when the export
+    /// starts) to an NDJSON file, one envelope per line, each partition in order: the export
+    /// that `keel replay --tenant … --file` reads offline.
+    Export {
+        /// The file to write (it appears only once complete).
+        #[arg(long)]
+        out: PathBuf,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "KEEL_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// The event topic.
+        #[arg(long, env = "KEEL_EVENTS_TOPIC", default_value = "keel.events")]
+        events_topic: String,
     },
 }
 
@@ -170,6 +214,34 @@ enum AppCli {
         app: String,
         #[command(flatten)]
         owner: Owner,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every audit chain and check every signed checkpoint; report the first
+    /// broken link (exit status 1). Reads the Kafka log, a log export (`--file`, from
+    /// `keel log export`) or a CSV export (`--csv`, from GET /v1/audit/export.csv, with
+    /// `--checkpoints` from GET /v1/audit/checkpoints). Needs no database.
+    Verify {
+        /// The public keys to trust (the JSON of GET /v1/audit/keys, kept by the auditor).
+        #[arg(long)]
+        keys: std::path::PathBuf,
+        /// A log export (NDJSON envelopes) instead of Kafka.
+        #[arg(long, conflicts_with = "csv")]
+        file: Option<std::path::PathBuf>,
+        /// A CSV export of the audit trail instead of the log.
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+        /// The checkpoints (JSON array) for a CSV export.
+        #[arg(long, requires = "csv")]
+        checkpoints: Option<std::path::PathBuf>,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "KEEL_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// The event topic.
+        #[arg(long, env = "KEEL_EVENTS_TOPIC", default_value = "keel.events")]
+        events_topic: String,
     },
 }
 
@@ -268,6 +340,10 @@ macro_rules! with_read_model {
                 let $model = &keel_projections::billing_rollups::BillingRollups;
                 $body
             }
+            keel_projections::audit_trail::NAME => {
+                let $model = &keel_projections::audit_trail::AuditTrail;
+                $body
+            }
             other => Err(format!("unknown read model {other:?}; known: {}", READ_MODELS.join(", "))),
         }
     };
@@ -323,7 +399,32 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Replay { read_model, owner, kafka_brokers, events_topic } => {
+        Command::Replay {
+            read_model,
+            tenant,
+            until,
+            file,
+            migration_database_url,
+            runtime_role,
+            kafka_brokers,
+            events_topic,
+        } => {
+            let read_model = match (read_model, tenant) {
+                (Some(read_model), None) if until.is_none() && file.is_none() => read_model,
+                (Some(_), None) => return Err("--until and --file go with --tenant".into()),
+                (None, Some(tenant)) => return replay_tenant(&tenant, until, file, kafka_brokers, events_topic).await,
+                (Some(_), Some(_)) => {
+                    return Err("give either a read model to rebuild or --tenant <id>, not both".into());
+                }
+                (None, None) => {
+                    return Err("give a read model to rebuild (e.g. `keel replay tenant_registry`) or \
+                                `--tenant <id> [--until TIME] [--file EXPORT]` to print a tenant's state"
+                        .into());
+                }
+            };
+            let migration_database_url = migration_database_url
+                .ok_or("rebuilding a read model needs --migration-database-url or KEEL_MIGRATION_DATABASE_URL")?;
+            let owner = Owner { migration_database_url, runtime_role };
             known(&read_model)?;
             let pool = owner_pool(&owner).await?;
             let settings = ConsumerSettings { brokers: kafka_brokers, session_timeout_ms: 6000 };
@@ -342,6 +443,13 @@ async fn run(command: Command) -> Result<(), String> {
                 report.elapsed.as_secs_f64(),
                 report.rate()
             );
+            Ok(())
+        }
+        Command::Log { command: LogCommand::Export { out, kafka_brokers, events_topic } } => {
+            let source = LogSource::Kafka { brokers: kafka_brokers, topic: events_topic };
+            let bar = event_log::progress_bar(&source);
+            let events = event_log::export(&source, &out, &bar).await.map_err(|e| e.to_string())?;
+            println!("exported {events} events to {}", out.display());
             Ok(())
         }
         Command::Dlq { command } => match command {
@@ -386,6 +494,43 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::App { command } => app_command(command).await,
+        Command::Audit {
+            command: AuditCommand::Verify { keys, file, csv, checkpoints, kafka_brokers, events_topic },
+        } => {
+            use keel_gateway::audit_verify;
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            };
+            let keys = audit_verify::keys_from_json(&read(&keys)?).map_err(|e| e.to_string())?;
+            let report = match csv {
+                Some(csv) => {
+                    let checkpoints: Vec<keel_domain::audit::Checkpoint> = match checkpoints {
+                        Some(path) => serde_json::from_str(&read(&path)?)
+                            .map_err(|e| format!("{}: not a list of checkpoints: {e}", path.display()))?,
+                        None => Vec::new(),
+                    };
+                    let bar =
+                        keel_gateway::event_log::progress_bar(&keel_gateway::event_log::LogSource::File(csv.clone()));
+                    audit_verify::verify_csv(&csv, &checkpoints, &keys, &bar)
+                }
+                None => {
+                    let source = match file {
+                        Some(path) => keel_gateway::event_log::LogSource::File(path),
+                        None => {
+                            keel_gateway::event_log::LogSource::Kafka { brokers: kafka_brokers, topic: events_topic }
+                        }
+                    };
+                    let bar = keel_gateway::event_log::progress_bar(&source);
+                    audit_verify::verify_log(&source, &keys, &bar).await
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            match &report.broken {
+                None => Ok(()),
+                Some(broken) => Err(format!("audit trail broken: {broken}")),
+            }
+        }
         Command::Keys { command: KeysCommand::Rotate { publish_ahead, retire_after, owner } } => {
             let pool = owner_pool(&owner).await?;
             let kid = keel_gateway::tokens::rotate_keys(
@@ -420,6 +565,34 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `keel replay --tenant`: prints the tenant's state at `until` (default now) as JSON.
+async fn replay_tenant(
+    tenant: &str,
+    until: Option<String>,
+    file: Option<PathBuf>,
+    kafka_brokers: String,
+    events_topic: String,
+) -> Result<(), String> {
+    let tenant_id: keel_domain::ids::TenantId =
+        tenant.trim().parse().map_err(|e: keel_domain::ids::MalformedId| format!("--tenant: {e}"))?;
+    let until = match until {
+        Some(raw) => chrono::DateTime::parse_from_rfc3339(raw.trim())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| "--until must be an RFC 3339 time, e.g. 2026-05-01T12:00:00Z".to_string())?,
+        None => chrono::Utc::now(),
+    };
+    let source = match file {
+        Some(path) => LogSource::File(path),
+        None => LogSource::Kafka { brokers: kafka_brokers, topic: events_topic },
+    };
+    let bar = event_log::progress_bar(&source);
+    let state = keel_gateway::tenant_replay::replay_tenant(&source, tenant_id.as_str(), until, &bar)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&state).map_err(|e| e.to_string())?);
+    Ok(())
 }
 
 async fn app_command(command: AppCli) -> Result<(), String> {

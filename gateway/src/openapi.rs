@@ -71,6 +71,9 @@ pub fn document() -> Value {
     generator.subschema_for::<crate::rest_billing::UsageReport>();
     generator.subschema_for::<crate::rest_billing::Rollups>();
     generator.subschema_for::<keel_projections::billing_ledger::LedgerEvent>();
+    generator.subschema_for::<crate::rest_audit::AuditPage>();
+    generator.subschema_for::<crate::rest_audit::AppAuditEvent>();
+    generator.subschema_for::<keel_domain::audit::Checkpoint>();
     let schemas = generator.take_definitions(true);
     let min_position = json!({
         "name": "X-Keel-Min-Position", "in": "header", "required": false,
@@ -223,9 +226,13 @@ pub fn document() -> Value {
             "schemas": schemas
         }
     });
-    if let (Some(paths), Value::Object(billing)) = (doc["paths"].as_object_mut(), billing_paths(&min_position, &errors))
-    {
-        paths.extend(billing);
+    let extra = [billing_paths(&min_position, &errors), audit_paths(&min_position, &errors)];
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for part in extra {
+            if let Value::Object(part) = part {
+                paths.extend(part);
+            }
+        }
     }
     doc
 }
@@ -288,5 +295,58 @@ fn billing_paths(min_position: &Value, errors: &dyn Fn(serde_json::Map<String, V
                 ],
                 "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("Rollups"))]))
             } }
+    })
+}
+
+/// The audit routes.
+fn audit_paths(min_position: &Value, errors: &dyn Fn(serde_json::Map<String, Value>) -> Value) -> Value {
+    let filters = json!([
+        { "name": "tenant_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "actor_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "action", "in": "query", "schema": { "type": "string" }, "description": "e.g. tenant.suspend, session.login" },
+        { "name": "resource", "in": "query", "schema": { "type": "string" } },
+        { "name": "outcome", "in": "query", "schema": { "enum": ["success", "failure"] } },
+        { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+        { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+        min_position.clone()
+    ]);
+    let mut listing = filters.as_array().cloned().unwrap_or_default();
+    listing.push(json!({ "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" }));
+    listing.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }));
+    json!({
+        "/v1/audit/events": {
+            "get": {
+                "summary": "Audit records, oldest first (auditors and operators: every tenant; a tenant's owner: its own)",
+                "parameters": listing,
+                "responses": errors(serde_json::Map::from_iter([("200".to_string(), ok("AuditPage"))]))
+            },
+            "post": {
+                "summary": "An app's own audit record (API keys with audit:write); idempotent by event_id",
+                "requestBody": body("AppAuditEvent"),
+                "responses": errors(serde_json::Map::from_iter([
+                    ("201".to_string(), json!({ "description": "Recorded" })),
+                    ("200".to_string(), json!({ "description": "Recorded before (duplicate)" })),
+                ]))
+            }
+        },
+        "/v1/audit/events:batch": { "post": {
+            "summary": "Up to 1,000 app audit records ({\"events\": [...]}); each answered accepted, duplicate or rejected",
+            "responses": errors(serde_json::Map::from_iter([("200".to_string(), json!({ "description": "Per-record results" }))]))
+        } },
+        "/v1/audit/export.csv": { "get": {
+            "summary": "The audit records as CSV, streamed in chain order (verifiable offline with keel audit verify --csv)",
+            "parameters": filters,
+            "responses": errors(serde_json::Map::from_iter([("200".to_string(), json!({ "description": "text/csv" }))]))
+        } },
+        "/v1/audit/checkpoints": { "get": {
+            "summary": "Every signed checkpoint of the chain heads (auditors and operators)",
+            "responses": errors(serde_json::Map::from_iter([("200".to_string(), json!({ "description": "A list of Checkpoint",
+                "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } } } } }))]))
+        } },
+        "/v1/audit/keys": { "get": {
+            "summary": "The Ed25519 public keys that verify checkpoints (public)",
+            "security": [],
+            "responses": { "200": { "description": "{algorithm, keys: [{key_id, public_key}]}" } }
+        } }
     })
 }

@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::rest_flags::routes())
         .merge(crate::rest_routing::routes())
         .merge(crate::rest_billing::routes())
+        .merge(crate::rest_audit::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
@@ -153,7 +154,46 @@ pub fn authorize_request(
     action: keel_domain::access::Action,
     target: keel_domain::access::Target<'_>,
 ) -> Result<(), Problem> {
-    keel_domain::access::authorize(principal, action, target).map_err(|denied| denied_problem(state, principal, denied))
+    keel_domain::access::authorize(principal, action, target).map_err(|denied| {
+        audit_denial(state, principal, action, target, denied);
+        denied_problem(state, principal, denied)
+    })
+}
+
+/// Records a refused REST request in the audit trail (in the background: the refusal
+/// is answered at once).
+fn audit_denial(
+    state: &AppState,
+    principal: &Principal,
+    action: keel_domain::access::Action,
+    target: keel_domain::access::Target<'_>,
+    denied: keel_domain::access::Denied,
+) {
+    let actor = principal.actor();
+    let tenant_id = target.tenant.map(|t| t.to_string());
+    let reason = match denied {
+        keel_domain::access::Denied::Hidden => "cross_tenant",
+        keel_domain::access::Denied::NotPermitted => "permission_denied",
+    };
+    let input = keel_domain::audit::AuditInput {
+        timestamp: chrono::Utc::now(),
+        resource: tenant_id.as_ref().map_or_else(|| "platform".to_string(), |t| format!("tenant/{t}")),
+        tenant_id,
+        actor_type: actor.kind.as_str().into(),
+        actor_id: actor.id,
+        action: keel_domain::audit::action_of(&format!("{action:?}")),
+        outcome: keel_domain::audit::Outcome::Failure,
+        reason: Some(reason.into()),
+        source: "keel".into(),
+        source_event_id: None,
+        metadata: serde_json::Map::from_iter([("api".to_string(), "rest".into())]),
+    };
+    let auth = state.auth.clone();
+    tokio::spawn(async move {
+        if let Err(err) = auth.audit().append(vec![input]).await {
+            tracing::error!(error = %err, "audit record of a refusal not written");
+        }
+    });
 }
 
 /// The problem for a refused authorization (see [`authorize_request`]).

@@ -187,15 +187,67 @@ async fn login(
     let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);
     let result =
         state.sessions.login(&correlation, Some(client), req.tenant.as_deref(), &req.email, &req.password).await;
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     match result {
         Ok(session) => {
             tracing::info!(session_id = %session.session_id, user_id = %session.user_id, "signed in");
+            let actor = match session.role {
+                keel_domain::directory::UserRole::Operator => "operator",
+                keel_domain::directory::UserRole::Auditor => "auditor",
+                _ => "user",
+            };
+            let record =
+                login_record(&correlation, client, agent, session.tenant_id.clone(), (actor, &session.user_id), None);
+            audit_login(&state, record).await;
             grant(&state, &session)
         }
         Err(err) => {
             tracing::info!(reason = ?std::mem::discriminant(&err), "sign-in refused");
-            Err(login_problem(err))
+            let problem = login_problem(err);
+            // Who tried is not known (and a refusal never tells whether the account exists).
+            let record = login_record(&correlation, client, agent, None, ("anonymous", ""), Some(&problem.code));
+            audit_login(&state, record).await;
+            Err(problem)
         }
+    }
+}
+
+/// The audit record of a sign-in attempt (no e-mail address, no password).
+fn login_record(
+    correlation: &str,
+    client: IpAddr,
+    agent: &str,
+    tenant_id: Option<String>,
+    (actor_type, actor_id): (&str, &str),
+    refused: Option<&str>,
+) -> keel_domain::audit::AuditInput {
+    let metadata = serde_json::Map::from_iter([
+        ("correlation_id".to_string(), correlation.into()),
+        ("client_address".to_string(), client.to_string().into()),
+        ("user_agent".to_string(), agent.chars().take(256).collect::<String>().into()),
+    ]);
+    keel_domain::audit::AuditInput {
+        timestamp: chrono::Utc::now(),
+        resource: "session".into(),
+        tenant_id,
+        actor_type: actor_type.into(),
+        actor_id: actor_id.into(),
+        action: "session.login".into(),
+        outcome: if refused.is_some() {
+            keel_domain::audit::Outcome::Failure
+        } else {
+            keel_domain::audit::Outcome::Success
+        },
+        reason: refused.map(str::to_string),
+        source: "keel".into(),
+        source_event_id: None,
+        metadata,
+    }
+}
+
+async fn audit_login(state: &AppState, record: keel_domain::audit::AuditInput) {
+    if let Err(err) = state.auth.audit().append(vec![record]).await {
+        tracing::error!(error = %err, "audit record of a sign-in not written");
     }
 }
 

@@ -131,7 +131,17 @@ async fn entitlements(
     if snapshot.status == "purged" {
         return Err(Problem::new(StatusCode::GONE, "tenant_purged", "the tenant was deleted"));
     }
-    let entitlements = snapshot
+    Ok(Json(Entitlements {
+        tenant_id: snapshot.tenant_id.clone(),
+        plan: snapshot.plan.clone(),
+        version: snapshot.version,
+        entitlements: entitlement_items(snapshot),
+    }))
+}
+
+/// A snapshot's entitlements as listed, by key (pure; also used by `keel replay --tenant`).
+pub fn entitlement_items(snapshot: &FlagSnapshot) -> Vec<EntitlementItem> {
+    snapshot
         .entitlements
         .iter()
         .map(|(key, e)| EntitlementItem {
@@ -142,11 +152,5 @@ async fn entitlements(
             changed_by: e.changed_by.clone(),
             changed_at: e.changed_at,
         })
-        .collect();
-    Ok(Json(Entitlements {
-        tenant_id: snapshot.tenant_id.clone(),
-        plan: snapshot.plan.clone(),
-        version: snapshot.version,
-        entitlements,
-    }))
+        .collect()
 }

@@ -51,7 +51,7 @@ pub struct Workers {
     pub relay: bool,
     /// The projectors.
     pub projectors: bool,
-    /// The purge sweeper.
+    /// The purge sweeper and the audit checkpoint signer.
     pub sweeper: bool,
 }
 
@@ -142,6 +142,21 @@ impl Running {
         let mut rx = self.shutdown.subscribe();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit chains that moved, every `every`, until shutdown.
+async fn checkpoints(pool: PgPool, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match keel_commands::audit::sign_checkpoint(&pool).await {
+            Ok(Some(number)) => tracing::debug!(number, "audit checkpoint signed"),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "audit checkpoint failed; retrying"),
         }
     }
 }
@@ -237,6 +252,14 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
             rollups_status.clone(),
         );
         tasks.push(tokio::spawn(projector.run(rx.clone())));
+        let projector = Projector::new(
+            Arc::new(keel_projections::audit_trail::AuditTrail),
+            relaxed.clone(),
+            consumer.clone(),
+            settings.events_topic.clone(),
+            Arc::new(ProjectorStatus::default()),
+        );
+        tasks.push(tokio::spawn(projector.run(rx.clone())));
     }
 
     let rest_listener = TcpListener::bind(settings.rest_addr).await?;
@@ -271,6 +294,10 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     }
 
     let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+    if workers.sweeper {
+        let every = Duration::from_secs(settings.audit_checkpoint_seconds.max(1));
+        tasks.push(tokio::spawn(checkpoints(pool.clone(), every, rx.clone())));
+    }
     let apps = Arc::new(AppCommands::new(pool.clone()).await?);
     auth.api_keys().refresh().await?;
     tasks.push(tokio::spawn(auth.api_keys().clone().run(apps.clone(), rx.clone())));
@@ -340,11 +367,14 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let flag_api = FlagApi::new(flag_commands, auth.clone());
     let routing_api = RoutingApi::new(routing_commands.clone(), auth.clone());
     let billing_api = BillingApi::new(billing, auth.clone());
+    let audit_auth = auth.clone();
     let user_api = UserApi::new(users.clone(), sessions, auth, pool.clone());
     let mut stop = rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(tower::util::MapRequestLayer::new(crate::grpc::stamp_peer))
+            .layer(crate::grpc::AuditRefusals::new(audit_auth))
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(TenantServiceServer::new(api))

@@ -3,6 +3,7 @@
 //! offsets in the same transaction as the model, so a crash or a redelivery never
 //! loses or doubles an effect. One module per read model.
 
+pub mod audit_trail;
 pub mod batch;
 pub mod billing_ledger;
 pub mod billing_rollups;
@@ -19,8 +20,14 @@ pub mod tenant_registry;
 pub use read_model::ReadModel;
 
 /// Every read model's name, in the order `keel migrate` creates them.
-pub const READ_MODELS: &[&str] =
-    &[tenant_registry::NAME, flag_snapshots::NAME, routing::NAME, billing_ledger::NAME, billing_rollups::NAME];
+pub const READ_MODELS: &[&str] = &[
+    tenant_registry::NAME,
+    flag_snapshots::NAME,
+    routing::NAME,
+    billing_ledger::NAME,
+    billing_rollups::NAME,
+    audit_trail::NAME,
+];
 
 /// Creates each read model's live schema that does not exist yet (as the migration
 /// role); returns the names of those created.
@@ -33,6 +40,7 @@ pub async fn ensure_schemas(owner: &sqlx::PgPool, runtime_role: &str) -> Result<
         ensure_schema(owner, &routing::RoutingModel, runtime_role).await?,
         ensure_schema(owner, &billing_ledger::BillingLedger, runtime_role).await?,
         ensure_schema(owner, &billing_rollups::BillingRollups, runtime_role).await?,
+        ensure_schema(owner, &audit_trail::AuditTrail, runtime_role).await?,
     ];
     for (name, made) in READ_MODELS.iter().zip(made) {
         if made {

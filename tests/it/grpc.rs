@@ -202,8 +202,18 @@ async fn bad_input_is_refused_with_invalid_argument_and_changes_nothing() {
     assert_eq!(unknown.code(), Code::NotFound);
 
     let owner = env.owner_pool().await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&owner).await.expect("count");
-    assert_eq!(events, 0, "no refused command wrote anything");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type <> 'audit'")
+        .fetch_one(&owner)
+        .await
+        .expect("count");
+    assert_eq!(events, 0, "no refused command changed anything");
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'audit' AND payload->'record'->>'outcome' = 'failure'",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("count");
+    assert!(refusals >= 2, "every refusal is in the audit trail");
     keel.stop().await;
 }
 

@@ -31,7 +31,14 @@ async fn health_readiness_and_openapi() {
     assert!(doc["paths"]["/v1/auth/login"]["post"]["responses"]["429"].is_object());
     assert!(doc["components"]["schemas"]["LoginRequest"]["properties"]["tenant"].is_object());
     assert!(doc["components"]["schemas"]["TokenResponse"]["properties"]["refresh_token"].is_object());
-    for path in ["/v1/billing/events:batch", "/v1/billing/usage", "/v1/control-plane/billing/rollups"] {
+    for path in [
+        "/v1/billing/events:batch",
+        "/v1/billing/usage",
+        "/v1/control-plane/billing/rollups",
+        "/v1/audit/events",
+        "/v1/audit/export.csv",
+        "/v1/audit/keys",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["paths"]["/v1/billing/events"]["get"]["parameters"].is_array());

@@ -2,6 +2,7 @@
 //! Keel's public gRPC and REST APIs. Run with `make test`.
 
 mod apps;
+mod audit;
 mod billing;
 mod broker_outage;
 mod dead_letters;
@@ -11,6 +12,7 @@ mod grpc;
 mod identity;
 mod interfaces;
 mod projector;
+mod replay;
 mod rest;
 mod routing;
 mod schemas;

@@ -109,6 +109,7 @@ impl TestEnv {
         // Generous: tests share two cores with a heavy neighbour now and then.
         settings.min_position_wait_ms = 30_000;
         settings.mailbox_dir = self.mailbox.clone();
+        settings.audit_checkpoint_seconds = 1;
         settings
     }
 
