@@ -160,8 +160,10 @@ impl BillingCommands {
         }
 
         let (statuses, allowed) = self.lookup(&valid).await.map_err(|e| CommandError::unavailable(&e))?;
-        let template = ctx.metadata(None);
-        let mut rows: Vec<(usize, String, Value, Value)> = Vec::with_capacity(valid.len());
+        let template = serde_json::to_value(ctx.metadata(None)).map_err(|e| CommandError::unavailable(&e))?;
+        let mut ids: Vec<String> = Vec::with_capacity(valid.len());
+        let mut payloads: Vec<Value> = Vec::with_capacity(valid.len());
+        let mut metadatas: Vec<Value> = Vec::with_capacity(valid.len());
         let mut pending: HashMap<String, (usize, ValidUsage)> = HashMap::with_capacity(valid.len());
         for (index, usage) in valid {
             let status = statuses.get(usage.tenant_id.as_str()).copied();
@@ -170,26 +172,28 @@ impl BillingCommands {
                 Err(rejection) => results[index].outcome = Outcome::from(rejection),
                 Ok(event) => {
                     let mut metadata = template.clone();
-                    metadata.insert(keys::EVENT_ID.into(), Uuid::now_v7().to_string());
-                    metadata.insert(keys::TENANT_ID.into(), event.tenant_id().to_string());
-                    let payload = serde_json::to_value(&event).map_err(|e| CommandError::unavailable(&e))?;
-                    let metadata = serde_json::to_value(metadata).map_err(|e| CommandError::unavailable(&e))?;
+                    if let Some(map) = metadata.as_object_mut() {
+                        map.insert(keys::EVENT_ID.into(), Uuid::now_v7().to_string().into());
+                        map.insert(keys::TENANT_ID.into(), event.tenant_id().to_string().into());
+                    }
                     let id = usage::aggregate_id(app, &usage.event_id);
-                    rows.push((index, id.clone(), payload, metadata));
+                    payloads.push(serde_json::to_value(&event).map_err(|e| CommandError::unavailable(&e))?);
+                    metadatas.push(metadata);
+                    ids.push(id.clone());
                     pending.insert(id, (index, usage));
                 }
             }
         }
-        if rows.is_empty() {
+        if ids.is_empty() {
             return Ok(BatchResult { results, position: 0 });
         }
 
         let stored: Vec<(String, i64)> = sqlx::query_as(APPEND)
             .bind(usage::AGGREGATE_TYPE)
             .bind(usage::RECORDED)
-            .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
+            .bind(ids)
+            .bind(payloads)
+            .bind(metadatas)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| CommandError::unavailable(&e))?;

@@ -301,6 +301,8 @@ async fn save_checkpoint(conn: &mut sqlx::PgConnection, topic: &str, cp: &Checkp
 }
 
 /// Reads up to `limit` events after `after`, in global order, below the oldest open transaction.
+/// The order names the table's columns: the select list's `txid` is a bigint expression, and
+/// sorting by it would sort the whole backlog instead of walking the `(txid, position)` index.
 pub async fn read_batch(
     conn: &mut sqlx::PgConnection,
     after: &Checkpoint,
@@ -312,7 +314,7 @@ pub async fn read_batch(
          FROM events
          WHERE (txid, position) > ($1::text::xid8, $2)
            AND txid < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY txid, position
+         ORDER BY events.txid, events.position
          LIMIT $3",
     )
     .bind(after.txid.to_string())

@@ -105,11 +105,11 @@ pub async fn verify_log(
     let mut verifier = ChainVerifier::default();
     let mut checkpoints = Vec::new();
     let summary = event_log::read(source, progress, |record| {
-        let envelope = &record.envelope;
+        let envelope = record.envelope;
         if envelope.aggregate_type != AGGREGATE_TYPE && envelope.aggregate_type != CHECKPOINT_AGGREGATE {
             return ControlFlow::Continue(());
         }
-        let mut payload = envelope.payload.clone();
+        let mut payload = envelope.payload;
         if let Some(map) = payload.as_object_mut() {
             map.entry("type").or_insert_with(|| envelope.event_type.clone().into());
         }

@@ -140,6 +140,7 @@ pub async fn page(
     limit: i64,
 ) -> Result<Vec<(uuid::Uuid, ListedRecord)>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
+    crate::read_model::prefer_index_order(&mut tx).await?;
     let rows: Vec<(uuid::Uuid, serde_json::Value, String)> = sqlx::query_as(&format!(
         "SELECT id, record, hash FROM {}.records
          WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR actor_id = $2)
@@ -175,6 +176,7 @@ pub async fn chain_page(
     limit: i64,
 ) -> Result<Vec<(String, i64, ListedRecord)>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
+    crate::read_model::prefer_index_order(&mut tx).await?;
     let rows: Vec<(String, i64, serde_json::Value, String)> = sqlx::query_as(&format!(
         "SELECT chain, seq, record, hash FROM {}.records
          WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR actor_id = $2)

@@ -231,6 +231,7 @@ pub async fn page(
     limit: i64,
 ) -> Result<Vec<LedgerEvent>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
+    crate::read_model::prefer_index_order(&mut tx).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT tenant_id, app_id, event_id, event_type, quantity, occurred_at, received_at, late, tenant_status,
                 properties, keel_event_id, position, txid

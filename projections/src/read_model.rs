@@ -78,3 +78,12 @@ pub fn swap_lock_key(name: &str) -> i64 {
     }
     hash as i64
 }
+
+/// For a paged read in index order under row-level security: the policies hide the
+/// index's selectivity from the planner, which would then sort the whole table for
+/// every page (quadratic in the rows of an export). This makes it walk the index.
+/// Local to the transaction.
+pub async fn prefer_index_order(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)").execute(tx).await?;
+    Ok(())
+}

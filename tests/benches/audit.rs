@@ -9,7 +9,7 @@
 //!    `audit_verify::verify_log` on it. Then writes the same records as a CSV export (chain
 //!    order, `rest_audit::csv_row`) and times `audit_verify::verify_csv` on it with the
 //!    same checkpoints. The files go to a fresh directory under `KEEL_BENCH_DIR` (default:
-//!    the temp dir), each removed once verified (together about 1.7 GB at the default size).
+//!    the temp dir), each removed once verified (1.2 GB at most at the default size).
 //! 2. Export: bulk-inserts rows (a realistic record JSON each) straight into the audit
 //!    trail read model of a fresh database, runs the release `keel serve` as its own
 //!    process, and streams `GET /v1/audit/export.csv` (bootstrap operator credential) into
@@ -622,27 +622,6 @@ async fn export(keel: &Keel, token: &str, rows: i64) {
     assert_eq!(exported, rows as u64, "every row exported");
 }
 
-/// Drops the run's database and topics (the read model holds about 1 GB).
-async fn clean_up(env: &TestEnv) {
-    let db = env.owner_url.rsplit_once('/').expect("database").1.to_string();
-    if let Ok(admin_url) = std::env::var("KEEL_TEST_DATABASE_URL")
-        && let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await
-    {
-        if let Err(err) = sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&admin).await {
-            eprintln!("drop database {db}: {err}");
-        }
-        admin.close().await;
-    }
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: Result<AdminClient<DefaultClientContext>, _> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &env.brokers).create();
-    if let Ok(admin) = admin {
-        let billing = env.billing_topic();
-        let _ = admin.delete_topics(&[env.topic.as_str(), billing.as_str()], &AdminOptions::new()).await;
-    }
-}
-
 async fn export_benchmark(sizes: &[i64], chains: i64) {
     let env = TestEnv::new().await;
     let owner = env.owner_pool().await;
@@ -659,7 +638,7 @@ async fn export_benchmark(sizes: &[i64], chains: i64) {
     drop(keel);
     owner.close().await;
     if std::env::var("KEEL_BENCH_KEEP").is_err() {
-        clean_up(&env).await;
+        keel_tests::bench::drop_run(&env).await;
     }
 }
 

@@ -24,8 +24,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,8 +33,8 @@ use keel_gateway::proto::app_service_client::AppServiceClient;
 use keel_gateway::proto::billing_service_client::BillingServiceClient;
 use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_gateway::proto::{IssueApiKeyRequest, ProvisionTenantRequest, RegisterAppRequest, UsageEvent};
-use keel_tests::bench::{authed, ms, percentile};
-use keel_tests::{TestEnv, eventually};
+use keel_tests::TestEnv;
+use keel_tests::bench::{Keel, authed, ms, percentile};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
@@ -57,75 +55,6 @@ fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn list(name: &str, default: &str) -> Vec<u64> {
     let raw = std::env::var(name).unwrap_or_else(|_| default.into());
     raw.split(',').filter_map(|v| v.trim().parse().ok()).collect()
-}
-
-/// `keel serve` (the release binary) as a child process on `env`, billing topic included;
-/// killed when dropped.
-struct KeelProcess {
-    child: Child,
-    rest_port: u16,
-    grpc_port: u16,
-}
-
-impl Drop for KeelProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
-}
-
-impl KeelProcess {
-    async fn start(env: &TestEnv, pool_size: u32) -> Self {
-        let (rest_port, grpc_port) = (free_port(), free_port());
-        let binary = std::env::var_os("KEEL_BENCH_BINARY")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/keel"));
-        let child = Command::new(&binary)
-            .arg("serve")
-            .env("KEEL_DATABASE_URL", &env.app_url)
-            .env("KEEL_KAFKA_BROKERS", &env.brokers)
-            .env("KEEL_EVENTS_TOPIC", &env.topic)
-            .env("KEEL_BILLING_TOPIC", env.billing_topic())
-            .env("KEEL_KAFKA_PARTITIONS", env.partitions.to_string())
-            .env("KEEL_REST_ADDR", format!("127.0.0.1:{rest_port}"))
-            .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
-            .env("KEEL_DB_POOL_SIZE", pool_size.to_string())
-            .env("KEEL_MAILBOX_DIR", &env.mailbox)
-            .env("KEEL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("run {} (build it with `cargo build --release -p keel-gateway`): {e}", binary.display())
-            });
-        let keel = Self { child, rest_port, grpc_port };
-        let http = reqwest::Client::new();
-        let ready = eventually(Duration::from_secs(60), || async {
-            http.get(format!("http://127.0.0.1:{rest_port}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        assert!(ready, "keel became ready");
-        keel
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A line of `/proc/<pid>/status` (e.g. `VmHWM`) in MiB.
-    fn memory_mib(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-            .unwrap_or(0.0)
-            / 1024.0
-    }
 }
 
 /// Who reports usage, for which tenants, and where.
@@ -248,7 +177,7 @@ fn tally(seqs: std::ops::Range<u64>, acked: &[bool]) -> Acked {
 }
 
 /// `clients` closed loops of 1,000-event REST batches for `seconds`; prints and returns the rate.
-async fn rest_phase(load: &Arc<Load>, prefix: &str, clients: usize, seconds: u64, keel: &KeelProcess) -> Acked {
+async fn rest_phase(load: &Arc<Load>, prefix: &str, clients: usize, seconds: u64, keel: &Keel) -> Acked {
     let next = Arc::new(AtomicU64::new(0));
     let cpu = CpuSample::take(keel.pid());
     let started = Instant::now();
@@ -309,7 +238,7 @@ fn usage_event(load: &Load, prefix: &str, seq: u64, timestamp: &prost_types::Tim
 
 /// `streams` concurrent gRPC `IngestEvents` streams of 10,000 events each, closed and
 /// reopened for `seconds`; an event is acknowledged by the summary of its stream.
-async fn grpc_phase(load: &Arc<Load>, prefix: &str, streams: usize, seconds: u64, keel: &KeelProcess) -> Acked {
+async fn grpc_phase(load: &Arc<Load>, prefix: &str, streams: usize, seconds: u64, keel: &Keel) -> Acked {
     let next = Arc::new(AtomicU64::new(0));
     let cpu = CpuSample::take(keel.pid());
     let started = Instant::now();
@@ -440,7 +369,7 @@ async fn latency_phase(
     rate: u64,
     seconds: u64,
     batch: u64,
-    keel: &KeelProcess,
+    keel: &Keel,
 ) -> Acked {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<(usize, String)>, Sent)>();
     let cpu = CpuSample::take(keel.pid());
@@ -689,7 +618,7 @@ impl CpuSample {
 }
 
 /// Sets up 100 tenants and one app with a `billing:write` key.
-async fn setup(keel: &KeelProcess, operator: &str) -> Load {
+async fn setup(keel: &Keel, operator: &str) -> Load {
     let grpc = format!("http://127.0.0.1:{}", keel.grpc_port);
     let channel = Channel::from_shared(grpc.clone()).expect("uri").connect().await.expect("connect");
     let mut tasks = Vec::new();
@@ -783,27 +712,6 @@ async fn exactly_once(owner: &PgPool, load: &Load, acked: Acked) -> bool {
     lost == 0 && doubled == 0 && totals_ok && stored == acked.events
 }
 
-/// Drops the run's database and topics (a run writes a few GB).
-async fn clean_up(env: &TestEnv) {
-    let db = env.owner_url.rsplit_once('/').expect("database").1.to_string();
-    if let Ok(admin_url) = std::env::var("KEEL_TEST_DATABASE_URL")
-        && let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await
-    {
-        if let Err(err) = sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&admin).await {
-            eprintln!("drop database {db}: {err}");
-        }
-        admin.close().await;
-    }
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: Result<AdminClient<DefaultClientContext>, _> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &env.brokers).create();
-    if let Ok(admin) = admin {
-        let billing = env.billing_topic();
-        let _ = admin.delete_topics(&[env.topic.as_str(), billing.as_str()], &AdminOptions::new()).await;
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let seconds: u64 = var("KEEL_BENCH_SECONDS", 10);
@@ -818,7 +726,7 @@ async fn main() {
     let owner = env.owner_pool().await;
     keel_tests::bench::durable_commits(&owner).await;
     let operator = env.operator_token().await;
-    let keel = KeelProcess::start(&env, pool_size).await;
+    let keel = Keel::start(&env, &pool_size.to_string()).await;
     let started = Instant::now();
     let load = Arc::new(setup(&keel, &operator).await);
     println!(
@@ -860,6 +768,6 @@ async fn main() {
         std::process::exit(1);
     }
     if std::env::var("KEEL_BENCH_KEEP").is_err() {
-        clean_up(&env).await;
+        keel_tests::bench::drop_run(&env).await;
     }
 }

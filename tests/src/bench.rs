@@ -28,12 +28,17 @@ impl Keel {
     /// waits until it is ready. Mail goes to the environment's mailbox.
     pub async fn start(env: &TestEnv, pool_size: &str) -> Self {
         let (rest_port, grpc_port) = (free_port(), free_port());
-        let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/keel");
+        // KEEL_BENCH_BINARY runs another build (e.g. an experiment) against the same bench.
+        let binary = std::env::var_os("KEEL_BENCH_BINARY")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/keel"));
         let child = Command::new(&binary)
             .arg("serve")
             .env("KEEL_DATABASE_URL", &env.app_url)
             .env("KEEL_KAFKA_BROKERS", &env.brokers)
             .env("KEEL_EVENTS_TOPIC", &env.topic)
+            .env("KEEL_BILLING_TOPIC", env.billing_topic())
+            .env("KEEL_KAFKA_PARTITIONS", env.partitions.to_string())
             .env("KEEL_REST_ADDR", format!("127.0.0.1:{rest_port}"))
             .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
@@ -54,6 +59,16 @@ impl Keel {
         .await;
         assert!(ready, "keel became ready");
         keel
+    }
+
+    /// A line of `/proc/<pid>/status` (e.g. `VmHWM`) in MiB.
+    pub fn memory_mib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            .unwrap_or(0.0)
+            / 1024.0
     }
 
     /// The process id.
@@ -103,4 +118,25 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     request
+}
+
+/// Drops a run's database and topics (benchmarks write gigabytes).
+pub async fn drop_run(env: &TestEnv) {
+    let db = env.owner_url.rsplit_once('/').expect("database").1.to_string();
+    if let Ok(admin_url) = std::env::var("KEEL_TEST_DATABASE_URL")
+        && let Ok(admin) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await
+    {
+        if let Err(err) = sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&admin).await {
+            eprintln!("drop database {db}: {err}");
+        }
+        admin.close().await;
+    }
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: Result<AdminClient<DefaultClientContext>, _> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &env.brokers).create();
+    if let Ok(admin) = admin {
+        let billing = env.billing_topic();
+        let _ = admin.delete_topics(&[env.topic.as_str(), billing.as_str()], &AdminOptions::new()).await;
+    }
 }

@@ -100,8 +100,39 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The record's hash: hex SHA-256 of its canonical JSON (keys sorted, no spaces).
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_value(self).map(|v| v.to_string()).unwrap_or_default();
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        let mut canonical = Vec::with_capacity(640);
+        self.write_canonical(&mut canonical);
+        hex::encode(Sha256::digest(&canonical))
+    }
+
+    /// Writes the canonical JSON: the same bytes as `serde_json::to_value(self)` printed
+    /// (keys in sorted order, no spaces), without building the value first.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, first: bool, key: &str, value: &T) {
+            if !first {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, key);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        out.push(b'{');
+        field(out, true, "action", &self.action);
+        field(out, false, "actor_id", &self.actor_id);
+        field(out, false, "actor_type", &self.actor_type);
+        field(out, false, "chain", &self.chain);
+        field(out, false, "id", &self.id);
+        field(out, false, "metadata", &self.metadata);
+        field(out, false, "outcome", &self.outcome);
+        field(out, false, "prev_hash", &self.prev_hash);
+        field(out, false, "reason", &self.reason);
+        field(out, false, "resource", &self.resource);
+        field(out, false, "seq", &self.seq);
+        field(out, false, "source", &self.source);
+        field(out, false, "source_event_id", &self.source_event_id);
+        field(out, false, "tenant_id", &self.tenant_id);
+        field(out, false, "timestamp", &self.timestamp);
+        out.push(b'}');
     }
 }
 

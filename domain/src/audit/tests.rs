@@ -108,3 +108,14 @@ fn actions_name_the_object_then_the_verb() {
     assert_eq!(action_of("ChangeUserRole"), "user.role.change");
     assert_eq!(action_of("IssueApiKey"), "api.key.issue");
 }
+
+#[test]
+fn the_canonical_form_is_the_sorted_json_of_the_record() {
+    let mut entry = chain(1).remove(0);
+    entry.record.metadata.insert("nested".into(), serde_json::json!({ "z": 1, "a": [true, null, "é\"\n"] }));
+    entry.record.reason = Some("why".into());
+    let by_value = serde_json::to_value(&entry.record).unwrap().to_string();
+    let mut written = Vec::new();
+    entry.record.write_canonical(&mut written);
+    assert_eq!(String::from_utf8(written).unwrap(), by_value);
+}
