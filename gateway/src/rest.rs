@@ -238,3 +238,18 @@ pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model
         }
     }
 }
+
+/// A JSON request body, or `400 invalid_body`.
+pub fn json_body(body: &axum::body::Bytes) -> Result<serde_json::Value, Problem> {
+    serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not JSON"))
+}
+
+/// An optional RFC 3339 query parameter `name` (empty = absent), or `400 invalid_<name>`.
+pub fn time_param(raw: Option<&str>, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Problem> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .map_err(|_| Problem::bad_request(&format!("invalid_{name}"), format!("{name} must be an RFC 3339 time"))),
+    }
+}

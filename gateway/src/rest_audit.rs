@@ -21,7 +21,7 @@ use keel_projections::audit_trail::{self, AuditFilter, ListedRecord};
 use keel_projections::tenant_registry::Scope;
 
 use crate::errors::Problem;
-use crate::rest::{AppState, Caller, authorize_request, wait_for_position};
+use crate::rest::{AppState, Caller, authorize_request, json_body, time_param, wait_for_position};
 use crate::rest_tenants::scope;
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -62,15 +62,6 @@ fn text(raw: &Option<String>) -> Option<String> {
     raw.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
-fn time(raw: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, Problem> {
-    match text(raw) {
-        None => Ok(None),
-        Some(s) => DateTime::parse_from_rfc3339(&s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| Problem::bad_request(&format!("invalid_{name}"), format!("{name} must be an RFC 3339 time"))),
-    }
-}
-
 /// The filter a caller may use, and the scope it reads in: a tenant owner sees only its
 /// own tenant (row-level security enforces it too); auditors and operators see all.
 fn filter_for(state: &AppState, principal: &Principal, params: &AuditParams) -> Result<(AuditFilter, Scope), Problem> {
@@ -97,8 +88,8 @@ fn filter_for(state: &AppState, principal: &Principal, params: &AuditParams) -> 
         action: text(&params.action),
         resource: text(&params.resource),
         outcome,
-        from: time(&params.from, "from")?,
-        to: time(&params.to, "to")?,
+        from: time_param(params.from.as_deref(), "from")?,
+        to: time_param(params.to.as_deref(), "to")?,
         after: None,
     };
     Ok((filter, scope(principal)))
@@ -360,17 +351,13 @@ fn sending_app(state: &AppState, principal: &Principal) -> Result<String, Proble
     }
 }
 
-fn parse(body: &Bytes) -> Result<Value, Problem> {
-    serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not JSON"))
-}
-
 async fn record_one(
     State(state): State<AppState>,
     Caller(principal): Caller,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let app = sending_app(&state, &principal)?;
-    let record = app_record(&app, &parse(&body)?)?;
+    let record = app_record(&app, &json_body(&body)?)?;
     let event_id = record.event_id.clone();
     let (new, position) = state.auth.audit().append_from_app(&app, vec![record]).await?;
     let (status, word) =
@@ -385,7 +372,7 @@ async fn record_batch(
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
     let app = sending_app(&state, &principal)?;
-    let raw = parse(&body)?;
+    let raw = json_body(&body)?;
     let events =
         raw.get("events").and_then(Value::as_array).filter(|e| !e.is_empty() && e.len() <= MAX_BATCH).ok_or_else(
             || Problem::bad_request("invalid_batch_size", format!("the body is {{\"events\": [1 to {MAX_BATCH}]}}")),

@@ -22,7 +22,7 @@ use keel_projections::billing_rollups::{self, Reader, RollupRow, Width};
 use keel_projections::tenant_registry::Scope;
 
 use crate::errors::Problem;
-use crate::rest::{AppState, Caller, CorrelationId, authorize_request, wait_for_position};
+use crate::rest::{AppState, Caller, CorrelationId, authorize_request, json_body, time_param, wait_for_position};
 use crate::rest_tenants::scope;
 
 /// Rows fetched per export page (the most an export holds in memory).
@@ -111,10 +111,6 @@ fn reporting_app(state: &AppState, principal: &Principal) -> Result<AppId, Probl
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Problem> {
-    serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not JSON"))
-}
-
 fn context(principal: &Principal, correlation: CorrelationId) -> CommandContext {
     CommandContext::new(principal.actor(), correlation.0, String::new())
 }
@@ -126,7 +122,7 @@ async fn record_one(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let app = reporting_app(&state, &principal)?;
-    let raw = parse_body(&body)?;
+    let raw = json_body(&body)?;
     let ctx = context(&principal, correlation);
     let mut done = state.billing.record(&app, &ctx, vec![UsageInput::from_json(&raw)]).await?;
     let position = done.position;
@@ -149,7 +145,7 @@ async fn record_batch(
     body: Bytes,
 ) -> Result<Json<BatchAnswer>, Problem> {
     let app = reporting_app(&state, &principal)?;
-    let raw = parse_body(&body)?;
+    let raw = json_body(&body)?;
     let events = raw
         .get("events")
         .and_then(Value::as_array)
@@ -173,15 +169,6 @@ pub struct BillingParams {
     granularity: Option<String>,
     cursor: Option<String>,
     format: Option<String>,
-}
-
-fn time_param(raw: Option<&str>, name: &str) -> Result<Option<DateTime<Utc>>, Problem> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| Problem::bad_request(&format!("invalid_{name}"), format!("{name} must be an RFC 3339 time"))),
-    }
 }
 
 /// The buckets `[from, to)` asked for: `to` defaults to now, `from` to `default_span`

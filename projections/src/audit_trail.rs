@@ -102,6 +102,12 @@ impl ReadModel for AuditTrail {
     }
 }
 
+/// The `WHERE` of [`AuditFilter`], binding `$1` to `$7` in its fields' order.
+const FILTERED: &str = "WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR actor_id = $2)
+           AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR resource = $4)
+           AND ($5::text IS NULL OR outcome = $5)
+           AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)";
+
 /// Filters of the audit views (all optional).
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -142,11 +148,7 @@ pub async fn page(
     let mut tx = scoped(pool, scope).await?;
     crate::read_model::prefer_index_order(&mut tx).await?;
     let rows: Vec<(uuid::Uuid, serde_json::Value, String)> = sqlx::query_as(&format!(
-        "SELECT id, record, hash FROM {}.records
-         WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR actor_id = $2)
-           AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR resource = $4)
-           AND ($5::text IS NULL OR outcome = $5)
-           AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)
+        "SELECT id, record, hash FROM {}.records {FILTERED}
            AND ($8::uuid IS NULL OR id > $8)
          ORDER BY id LIMIT $9",
         live_schema(NAME)
@@ -178,11 +180,7 @@ pub async fn chain_page(
     let mut tx = scoped(pool, scope).await?;
     crate::read_model::prefer_index_order(&mut tx).await?;
     let rows: Vec<(String, i64, serde_json::Value, String)> = sqlx::query_as(&format!(
-        "SELECT chain, seq, record, hash FROM {}.records
-         WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR actor_id = $2)
-           AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR resource = $4)
-           AND ($5::text IS NULL OR outcome = $5)
-           AND ($6::timestamptz IS NULL OR occurred_at >= $6) AND ($7::timestamptz IS NULL OR occurred_at < $7)
+        "SELECT chain, seq, record, hash FROM {}.records {FILTERED}
            AND (chain, seq) > ($8, $9)
          ORDER BY chain, seq LIMIT $10",
         live_schema(NAME)
