@@ -345,6 +345,11 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// The last place read of `chain`, if any of it was read.
+    pub fn last_seq(&self, chain: &str) -> Option<i64> {
+        self.chains.get(chain).map(|state| state.seq)
+    }
+
     /// How many chains were read.
     pub fn chains(&self) -> usize {
         self.chains.len()
