@@ -197,11 +197,21 @@ show_log() {
 
 # ---------------------------------------------------------------- tansu ---
 
-# Install the tansu broker into $KEEL_TOOLS unless it is there already.
-# A lock keeps two concurrent runs from building it twice (~10 min build).
+# The tansu broker, with Keel's patch to its storage (scripts/tansu/), is installed
+# into $KEEL_TOOLS once and reused while the stamp beside it names the same version
+# and patch. A lock keeps two concurrent runs from building it twice.
+TANSU_PATCH="$KEEL_ROOT/scripts/tansu/tansu-storage.patch"
+TANSU_STAMP="$KEEL_TOOLS/tansu.patch.sha256"
+
+tansu_current() {
+  [ -x "$TANSU_BIN" ] && [ -f "$TANSU_STAMP" ] &&
+    [ "$(cat "$TANSU_STAMP")" = "$TANSU_VERSION $(sha256sum "$TANSU_PATCH" | cut -d' ' -f1)" ]
+}
+
 ensure_tansu() {
-  [ -x "$TANSU_BIN" ] && return 0
+  tansu_current && return 0
   command -v cargo >/dev/null 2>&1 || die "cargo is needed to install tansu"
+  command -v git >/dev/null 2>&1 || die "git is needed to patch tansu"
   mkdir -p "$KEEL_TOOLS"
   local lock="$KEEL_TOOLS/.install.lock"
   (
@@ -210,11 +220,49 @@ ensure_tansu() {
       log "another process is installing tansu; waiting for it"
       flock 9
     fi
-    if [ ! -x "$TANSU_BIN" ]; then
-      log "installing tansu $TANSU_VERSION into $KEEL_TOOLS (takes ~10 minutes)"
-      cargo install --locked tansu --version "$TANSU_VERSION" \
-        --features dynostore,libsql --root "$KEEL_TOOLS"
-    fi
+    tansu_current || install_tansu
   )
-  [ -x "$TANSU_BIN" ] || die "tansu install failed: $TANSU_BIN missing"
+  tansu_current || die "tansu install failed: $TANSU_BIN missing"
+}
+
+# Builds tansu $TANSU_VERSION from its published crate, with tansu-storage patched, into
+# $KEEL_TOOLS (~10 minutes).
+install_tansu() {
+  local work registry v="$TANSU_VERSION"
+  work="$(mktemp -d)"
+  log "installing tansu $v (patched storage) into $KEEL_TOOLS (takes ~10 minutes)"
+  # The two published crates, fetched without their dependencies.
+  mkdir -p "$work/fetch/src"
+  echo 'fn main() {}' >"$work/fetch/src/main.rs"
+  cat >"$work/fetch/Cargo.toml" <<TOML
+[package]
+name = "keel-fetch-tansu"
+version = "0.0.0"
+edition = "2021"
+
+[dependencies]
+tansu = { version = "=$v", default-features = false }
+tansu-storage = { version = "=$v", default-features = false }
+TOML
+  (cd "$work/fetch" && cargo fetch --quiet) || die "could not fetch the tansu crates"
+  registry="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+  for crate in tansu tansu-storage; do
+    local file
+    file="$(find "$registry" -name "$crate-$v.crate" | head -n 1)"
+    [ -n "$file" ] || die "$crate-$v.crate not found under $registry"
+    tar -xzf "$file" -C "$work"
+  done
+  (cd "$work/tansu-storage-$v" && git apply "$TANSU_PATCH") || die "the tansu-storage patch does not apply"
+  # Build tansu with its own lock file, the patched storage taking the registry's place.
+  printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$v" >>"$work/tansu-$v/Cargo.toml"
+  awk -v v="$v" '
+    /^name = "tansu-storage"$/ { named = 1; print; next }
+    named && $0 == "version = \"" v "\"" { strip = 1; named = 0; print; next }
+    strip && (/^source = / || /^checksum = /) { next }
+    { strip = 0; named = 0; print }' "$work/tansu-$v/Cargo.lock" >"$work/Cargo.lock"
+  mv "$work/Cargo.lock" "$work/tansu-$v/Cargo.lock"
+  CARGO_TARGET_DIR="$work/target" cargo install --locked --force --path "$work/tansu-$v" \
+    --features dynostore,libsql --root "$KEEL_TOOLS" || die "building tansu failed"
+  echo "$v $(sha256sum "$TANSU_PATCH" | cut -d' ' -f1)" >"$TANSU_STAMP"
+  rm -rf "$work"
 }

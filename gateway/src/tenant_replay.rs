@@ -9,8 +9,9 @@
 //!
 //! What is applied, per Kafka key (the tenant's own, and `platform` for flag
 //! definitions):
-//! - the prefix of the key's events, in log order, that ends before its first event
-//!   with `occurred_at` after `until`. Within a key, `occurred_at` follows log order
+//! - the prefix of the key's events the fold uses (tenant, tenant_config, directory,
+//!   flag), in log order, that ends before its first such event with `occurred_at`
+//!   after `until`. Within a key, `occurred_at` follows log order
 //!   except between commands that raced, and a prefix is a state the read models
 //!   really went through;
 //! - without republished repeats: an event at or below the key's last applied
@@ -140,6 +141,14 @@ impl TenantFold {
     pub fn apply(&mut self, key: &str, event: &EventEnvelope) -> bool {
         let own = key == self.tenant_id;
         if !own && key != PLATFORM_KEY && event.aggregate_type != flag::AGGREGATE_TYPE {
+            return false;
+        }
+        // Only the events the fold uses decide where a key ends: audit records, usage and
+        // the like carry their own times (an app's timestamp, a record built after its
+        // command) and say nothing about the state.
+        let folded =
+            [tenant::AGGREGATE_TYPE, tenant_config::AGGREGATE_TYPE, directory::AGGREGATE_TYPE, flag::AGGREGATE_TYPE];
+        if !folded.contains(&event.aggregate_type.as_str()) {
             return false;
         }
         let state = self.keys.entry(key.to_string()).or_default();
@@ -413,6 +422,20 @@ mod tests {
         events[5].occurred_at = at(2);
         let state = fold_until(&events, 4);
         assert_eq!(state.users[0].role, "user");
+    }
+
+    #[test]
+    fn records_that_carry_their_own_time_do_not_end_a_key() {
+        // An audit record written after the moment lands before a role change accepted
+        // before it (at second 6, position 7).
+        let mut events = log();
+        let mut role_change = events.pop().unwrap();
+        let mut audit = event(6, Some(T), ("audit", T), "audit.recorded", json!({}));
+        audit.occurred_at = at(9);
+        (role_change.position, role_change.txid) = (7, 7);
+        events.extend([audit, role_change]);
+        let state = fold_until(&events, 6);
+        assert_eq!((state.users[0].role.as_str(), state.position), ("admin", 7));
     }
 
     #[test]

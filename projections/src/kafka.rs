@@ -1,6 +1,9 @@
 //! Kafka consumer settings for projectors and replays.
 
+use std::ops::Deref;
+
 use rdkafka::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
 
 /// Settings shared by every projector consumer.
 #[derive(Debug, Clone)]
@@ -28,5 +31,37 @@ impl ConsumerSettings {
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false");
         config
+    }
+}
+
+/// A group consumer whose close runs on a thread of its own when it is dropped.
+///
+/// Dropping a group consumer leaves the group, and rdkafka waits for that to finish,
+/// polling for as long as the group coordinator does not answer. On an async runtime
+/// thread that would stall every task on it, including whatever carries the traffic
+/// to the broker (a single-threaded runtime then never gets the answer it waits for).
+pub struct ClosedOffThread(Option<StreamConsumer>);
+
+impl ClosedOffThread {
+    /// Wraps `consumer`.
+    pub fn new(consumer: StreamConsumer) -> Self {
+        Self(Some(consumer))
+    }
+}
+
+impl Deref for ClosedOffThread {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("the consumer is only taken when dropped")
+    }
+}
+
+impl Drop for ClosedOffThread {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            // If no thread can be started, the closure and the consumer in it are dropped here.
+            let _ = std::thread::Builder::new().name("kafka-consumer-close".into()).spawn(move || drop(consumer));
+        }
     }
 }

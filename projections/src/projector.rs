@@ -11,7 +11,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
 use crate::batch::{BatchOutcome, Message, apply_batch, store_offsets};
-use crate::kafka::ConsumerSettings;
+use crate::kafka::{ClosedOffThread, ConsumerSettings};
 use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 
 /// Most messages applied in one transaction.
@@ -78,7 +78,8 @@ impl<R: ReadModel> Projector<R> {
         &self,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), rdkafka::error::KafkaError> {
-        let consumer: StreamConsumer = self.settings.config(&Self::group(&self.topic, self.model.name())).create()?;
+        let consumer =
+            ClosedOffThread::new(self.settings.config(&Self::group(&self.topic, self.model.name())).create()?);
         consumer.subscribe(&[&self.topic])?;
         self.status.running.store(true, Ordering::Relaxed);
         // Next offsets of batches that changed nothing, not stored yet.

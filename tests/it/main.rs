@@ -4,6 +4,7 @@
 mod apps;
 mod audit;
 mod billing;
+mod broker;
 mod broker_outage;
 mod dead_letters;
 mod event_store;
