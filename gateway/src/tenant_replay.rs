@@ -119,6 +119,12 @@ pub struct TenantFold {
 
 const DIRECTORY: &str = "directory";
 
+/// The aggregates the fold reads. Only their events decide where a key ends: audit
+/// records, usage and the like carry their own times (an app's timestamp, a record
+/// built after its command) and say nothing about the state.
+const FOLDED: [&str; 4] =
+    [tenant::AGGREGATE_TYPE, tenant_config::AGGREGATE_TYPE, directory::AGGREGATE_TYPE, flag::AGGREGATE_TYPE];
+
 impl TenantFold {
     /// An empty fold of `tenant_id` up to `until` (inclusive).
     pub fn new(tenant_id: &str, until: DateTime<Utc>) -> Self {
@@ -143,12 +149,7 @@ impl TenantFold {
         if !own && key != PLATFORM_KEY && event.aggregate_type != flag::AGGREGATE_TYPE {
             return false;
         }
-        // Only the events the fold uses decide where a key ends: audit records, usage and
-        // the like carry their own times (an app's timestamp, a record built after its
-        // command) and say nothing about the state.
-        let folded =
-            [tenant::AGGREGATE_TYPE, tenant_config::AGGREGATE_TYPE, directory::AGGREGATE_TYPE, flag::AGGREGATE_TYPE];
-        if !folded.contains(&event.aggregate_type.as_str()) {
+        if !FOLDED.contains(&event.aggregate_type.as_str()) {
             return false;
         }
         let state = self.keys.entry(key.to_string()).or_default();

@@ -138,6 +138,21 @@ pub struct ListedRecord {
     pub hash: String,
 }
 
+/// Binds `filter` to [`FILTERED`]'s `$1`…`$7`.
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    filter: &'q AuditFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(&filter.tenant_id)
+        .bind(&filter.actor_id)
+        .bind(&filter.action)
+        .bind(&filter.resource)
+        .bind(&filter.outcome)
+        .bind(filter.from)
+        .bind(filter.to)
+}
+
 /// Up to `limit` records matching `filter`, oldest first (by id, a UUIDv7).
 pub async fn page(
     pool: &PgPool,
@@ -147,23 +162,14 @@ pub async fn page(
 ) -> Result<Vec<(uuid::Uuid, ListedRecord)>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
     crate::read_model::prefer_index_order(&mut tx).await?;
-    let rows: Vec<(uuid::Uuid, serde_json::Value, String)> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT id, record, hash FROM {}.records {FILTERED}
            AND ($8::uuid IS NULL OR id > $8)
          ORDER BY id LIMIT $9",
         live_schema(NAME)
-    ))
-    .bind(&filter.tenant_id)
-    .bind(&filter.actor_id)
-    .bind(&filter.action)
-    .bind(&filter.resource)
-    .bind(&filter.outcome)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.after)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    );
+    let rows: Vec<(uuid::Uuid, serde_json::Value, String)> =
+        bind_filter(sqlx::query_as(&sql), filter).bind(filter.after).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     Ok(rows.into_iter().map(|(id, record, hash)| (id, ListedRecord { record, hash })).collect())
 }
@@ -179,24 +185,14 @@ pub async fn chain_page(
 ) -> Result<Vec<(String, i64, ListedRecord)>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
     crate::read_model::prefer_index_order(&mut tx).await?;
-    let rows: Vec<(String, i64, serde_json::Value, String)> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT chain, seq, record, hash FROM {}.records {FILTERED}
            AND (chain, seq) > ($8, $9)
          ORDER BY chain, seq LIMIT $10",
         live_schema(NAME)
-    ))
-    .bind(&filter.tenant_id)
-    .bind(&filter.actor_id)
-    .bind(&filter.action)
-    .bind(&filter.resource)
-    .bind(&filter.outcome)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&after.0)
-    .bind(after.1)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    );
+    let rows: Vec<(String, i64, serde_json::Value, String)> =
+        bind_filter(sqlx::query_as(&sql), filter).bind(&after.0).bind(after.1).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     Ok(rows.into_iter().map(|(c, s, record, hash)| (c, s, ListedRecord { record, hash })).collect())
 }

@@ -11,11 +11,7 @@ use keel_tests::{TestEnv, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{authed, domain, error_code, provision, tenant_client};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use crate::support::{authed, domain, error_code, key, provision, tenant_client};
 
 pub async fn app_client(addr: std::net::SocketAddr) -> AppServiceClient<Channel> {
     AppServiceClient::connect(format!("http://{addr}")).await.expect("connect gRPC")

@@ -11,11 +11,7 @@ use tonic::Code;
 
 use crate::apps::app_with_key;
 use crate::billing::Caller;
-use crate::support::{PASSWORD, Rest, authed, domain, provision, tenant_client, tenant_with_owner};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use crate::support::{PASSWORD, Rest, authed, domain, key, provision, tenant_client, tenant_with_owner};
 
 /// Runs the built `keel` binary: (success, stdout, stderr).
 fn keel_cli(env: &TestEnv, args: &[&str]) -> (bool, String, String) {

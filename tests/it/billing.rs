@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::apps::app_with_key;
-use crate::support::{authed, domain, error_code, provision, tenant_client, tenant_with_owner};
+use crate::support::{authed, domain, error_code, key, provision, tenant_client, tenant_with_owner};
 
 /// A REST caller with a bearer credential.
 #[derive(Clone)]
@@ -57,10 +57,6 @@ impl Caller {
         let (status, _, text) = self.get(path, position).await;
         (status, serde_json::from_str(&text).unwrap_or_default())
     }
-}
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 fn ago(hours: i64) -> String {

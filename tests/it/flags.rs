@@ -15,26 +15,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::apps::app_with_key;
-use crate::support::{authed, domain, error_code, provision, tenant_client};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn pv(value: Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(pv).collect() }),
-        Value::Object(map) => {
-            Kind::StructValue(prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, pv(v))).collect() })
-        }
-    };
-    prost_types::Value { kind: Some(kind) }
-}
+use crate::support::{authed, domain, error_code, key, provision, pv, tenant_client};
 
 async fn flag_client(addr: std::net::SocketAddr) -> FlagServiceClient<Channel> {
     FlagServiceClient::connect(format!("http://{addr}")).await.expect("connect gRPC")

@@ -15,12 +15,8 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::support::{
-    PASSWORD, Rest, authed, domain, error_code, provision_request, tenant_client, tenant_with_owner, user_client,
+    PASSWORD, Rest, authed, domain, error_code, key, provision_request, tenant_client, tenant_with_owner, user_client,
 };
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 fn user_request(tenant_id: &str, user_id: &str) -> UserRequest {
     UserRequest { tenant_id: tenant_id.into(), user_id: user_id.into(), idempotency_key: key() }

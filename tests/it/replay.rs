@@ -18,26 +18,7 @@ use keel_tests::TestEnv;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::support::{authed, domain, provision, tenant_client, user_client};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn pv(value: Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(pv).collect() }),
-        Value::Object(map) => {
-            Kind::StructValue(prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, pv(v))).collect() })
-        }
-    };
-    prost_types::Value { kind: Some(kind) }
-}
+use crate::support::{authed, domain, key, provision, pv, tenant_client, user_client};
 
 /// The `keel` binary the workspace's build put beside the test binaries' directory.
 fn keel_bin() -> PathBuf {

@@ -12,11 +12,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::apps::app_with_key;
-use crate::support::{authed, domain, error_code, provision, tenant_client};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use crate::support::{authed, domain, error_code, key, provision, tenant_client};
 
 fn target(tenant: &str, routing_target: &str, state: &str) -> SetDeploymentTargetRequest {
     SetDeploymentTargetRequest {

@@ -120,3 +120,25 @@ pub async fn tenant_with_owner(
     let (access, _) = rest.tokens(&email, PASSWORD, Some(&domain)).await;
     (tenant.tenant_id, domain, email, access)
 }
+
+/// A fresh idempotency key.
+pub fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `value` as a protobuf `Value` (flag values, entitlement overrides).
+pub fn pv(value: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(pv).collect() }),
+        Value::Object(map) => {
+            Kind::StructValue(prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, pv(v))).collect() })
+        }
+    };
+    prost_types::Value { kind: Some(kind) }
+}
