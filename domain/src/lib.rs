@@ -3,6 +3,7 @@
 //! `commands` crate runs these aggregates on cqrs-es and postgres-es.
 
 pub mod access;
+mod aggregate;
 pub mod app;
 pub mod audit;
 pub mod catalog;
@@ -13,7 +14,6 @@ pub mod error;
 pub mod flag;
 pub mod ids;
 pub mod login_guard;
-pub mod password_policy;
 pub mod plan;
 pub mod rollup_allowlist;
 pub mod routing;

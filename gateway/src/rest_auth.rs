@@ -181,7 +181,7 @@ async fn login(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let req: LoginRequest = parse(&body)?;
-    if req.email.len() > 254 || req.password.chars().count() > keel_domain::password_policy::MAX_PASSWORD_CHARS {
+    if req.email.len() > 254 || req.password.chars().count() > keel_domain::directory::MAX_PASSWORD_CHARS {
         return Err(login_problem(LoginError::InvalidCredentials));
     }
     let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);

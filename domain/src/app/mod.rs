@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{ApiKeyId, AppId};
 use crate::validate;
@@ -151,93 +150,68 @@ impl AppCommand {
     }
 }
 
-/// What happened to a managed app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum AppEvent {
-    /// The app was registered.
-    #[serde(rename = "app.registered")]
-    Registered {
-        /// Its id.
-        app_id: AppId,
-        /// Display name.
-        name: String,
-        /// Environment.
-        environment: String,
-        /// When.
-        registered_at: DateTime<Utc>,
-    },
-    /// Its name or environment changed.
-    #[serde(rename = "app.updated")]
-    Updated {
-        /// Display name.
-        name: String,
-        /// Environment.
-        environment: String,
-    },
-    /// The app and all its keys are blocked.
-    #[serde(rename = "app.disabled")]
-    Disabled {},
-    /// The block was lifted.
-    #[serde(rename = "app.enabled")]
-    Enabled {},
-    /// An API key was issued.
-    #[serde(rename = "app.key_issued")]
-    KeyIssued {
-        /// The key's id.
-        key_id: ApiKeyId,
-        /// The first characters of the secret.
-        prefix: String,
-        /// SHA-256 (hex) of the secret.
-        secret_hash: String,
-        /// What it may do.
-        scopes: BTreeSet<Scope>,
-        /// When it stops working, if ever.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        expires_at: Option<DateTime<Utc>>,
-        /// When.
-        issued_at: DateTime<Utc>,
-    },
-    /// An API key was revoked.
-    #[serde(rename = "app.key_revoked")]
-    KeyRevoked {
-        /// The key.
-        key_id: ApiKeyId,
-        /// When.
-        revoked_at: DateTime<Utc>,
-    },
-    /// Requests made with one of the app's keys were refused (coalesced per key and reason).
-    #[serde(rename = "app.access_denied")]
-    AccessDenied {
-        /// The key presented.
-        key_id: ApiKeyId,
-        /// Why: `key_revoked`, `key_expired`, `app_disabled`, `wrong_secret` or `missing_scope`.
-        reason: String,
-        /// How many requests.
-        count: u64,
-        /// The first of them.
-        first_at: DateTime<Utc>,
-        /// The last of them.
-        last_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for AppEvent {
-    fn event_type(&self) -> String {
-        match self {
-            AppEvent::Registered { .. } => "app.registered",
-            AppEvent::Updated { .. } => "app.updated",
-            AppEvent::Disabled {} => "app.disabled",
-            AppEvent::Enabled {} => "app.enabled",
-            AppEvent::KeyIssued { .. } => "app.key_issued",
-            AppEvent::KeyRevoked { .. } => "app.key_revoked",
-            AppEvent::AccessDenied { .. } => "app.access_denied",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a managed app.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum AppEvent {
+        /// The app was registered.
+        "app.registered" => Registered {
+            /// Its id.
+            app_id: AppId,
+            /// Display name.
+            name: String,
+            /// Environment.
+            environment: String,
+            /// When.
+            registered_at: DateTime<Utc>,
+        },
+        /// Its name or environment changed.
+        "app.updated" => Updated {
+            /// Display name.
+            name: String,
+            /// Environment.
+            environment: String,
+        },
+        /// The app and all its keys are blocked.
+        "app.disabled" => Disabled {},
+        /// The block was lifted.
+        "app.enabled" => Enabled {},
+        /// An API key was issued.
+        "app.key_issued" => KeyIssued {
+            /// The key's id.
+            key_id: ApiKeyId,
+            /// The first characters of the secret.
+            prefix: String,
+            /// SHA-256 (hex) of the secret.
+            secret_hash: String,
+            /// What it may do.
+            scopes: BTreeSet<Scope>,
+            /// When it stops working, if ever.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            expires_at: Option<DateTime<Utc>>,
+            /// When.
+            issued_at: DateTime<Utc>,
+        },
+        /// An API key was revoked.
+        "app.key_revoked" => KeyRevoked {
+            /// The key.
+            key_id: ApiKeyId,
+            /// When.
+            revoked_at: DateTime<Utc>,
+        },
+        /// Requests made with one of the app's keys were refused (coalesced per key and reason).
+        "app.access_denied" => AccessDenied {
+            /// The key presented.
+            key_id: ApiKeyId,
+            /// Why: `key_revoked`, `key_expired`, `app_disabled`, `wrong_secret` or `missing_scope`.
+            reason: String,
+            /// How many requests.
+            count: u64,
+            /// The first of them.
+            first_at: DateTime<Utc>,
+            /// The last of them.
+            last_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -350,6 +324,7 @@ pub struct App {
 }
 
 impl App {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: AppCommand) -> Result<Option<AppEvent>, AppError> {
         let registered = self.id.is_some();
         let event = match command {
@@ -414,26 +389,9 @@ fn valid(name: &str, environment: &str) -> Result<(String, String), AppError> {
     ))
 }
 
-impl Aggregate for App {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = AppCommand;
-    type Event = AppEvent;
-    type Error = AppError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl App {
+    /// The state after `event`.
+    fn evolve(&mut self, event: AppEvent) {
         match event {
             AppEvent::Registered { app_id, name, environment, .. } => {
                 self.id = Some(app_id);
@@ -458,3 +416,5 @@ impl Aggregate for App {
         }
     }
 }
+
+aggregate!(App { TYPE: AGGREGATE_TYPE, command: AppCommand, event: AppEvent, error: AppError });

@@ -15,17 +15,15 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::aggregate::events;
+
 #[cfg(test)]
 mod tests;
 
 /// The aggregate type of audit records in the event store.
 pub const AGGREGATE_TYPE: &str = "audit";
-/// The event type of an audit record.
-pub const RECORDED: &str = "audit.recorded";
 /// The aggregate type of signed checkpoints.
 pub const CHECKPOINT_AGGREGATE: &str = "audit_checkpoint";
-/// The event type of a signed checkpoint.
-pub const CHECKPOINT_SIGNED: &str = "audit.checkpoint_signed";
 /// The chain of records that belong to no tenant.
 pub const PLATFORM_CHAIN: &str = "platform";
 /// The hash a chain starts from.
@@ -145,16 +143,15 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
-/// Audit events as stored in the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum AuditEvent {
-    /// A record was added to its chain.
-    #[serde(rename = "audit.recorded")]
-    Recorded(AuditEntry),
-    /// Keel signed the heads of the chains that moved since the last checkpoint.
-    #[serde(rename = "audit.checkpoint_signed")]
-    CheckpointSigned(Checkpoint),
+events! {
+    /// Audit events as stored in the log.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum AuditEvent {
+        /// A record was added to its chain.
+        RECORDED = "audit.recorded" => Recorded(AuditEntry),
+        /// Keel signed the heads of the chains that moved since the last checkpoint.
+        CHECKPOINT_SIGNED = "audit.checkpoint_signed" => CheckpointSigned(Checkpoint),
+    }
 }
 
 /// A chain's head at a checkpoint.

@@ -5,10 +5,9 @@
 //! the tenant exists.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::validate;
 
@@ -236,51 +235,36 @@ impl DeploymentCommand {
     }
 }
 
-/// What happened to a tenant's deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum DeploymentEvent {
-    /// The deployment target or state was set (the whole target).
-    #[serde(rename = "deployment.target_set")]
-    TargetSet {
-        /// Environment.
-        environment: String,
-        /// Cluster.
-        cluster: String,
-        /// Namespace.
-        namespace: String,
-        /// Where edge routers send the tenant's traffic.
-        routing_target: String,
-        /// Deployment state.
-        state: DeploymentState,
-    },
-    /// A fleet agent reported what it sees.
-    #[serde(rename = "deployment.health_reported")]
-    HealthReported {
-        /// The reporting agent.
-        agent_id: String,
-        /// The routing target it sees in use (empty: none).
-        observed_target: String,
-        /// The state it sees.
-        observed_state: DeploymentState,
-        /// Whether the deployment answers its health checks.
-        healthy: bool,
-        /// When the report was received.
-        reported_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for DeploymentEvent {
-    fn event_type(&self) -> String {
-        match self {
-            DeploymentEvent::TargetSet { .. } => "deployment.target_set",
-            DeploymentEvent::HealthReported { .. } => "deployment.health_reported",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a tenant's deployment.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum DeploymentEvent {
+        /// The deployment target or state was set (the whole target).
+        "deployment.target_set" => TargetSet {
+            /// Environment.
+            environment: String,
+            /// Cluster.
+            cluster: String,
+            /// Namespace.
+            namespace: String,
+            /// Where edge routers send the tenant's traffic.
+            routing_target: String,
+            /// Deployment state.
+            state: DeploymentState,
+        },
+        /// A fleet agent reported what it sees.
+        "deployment.health_reported" => HealthReported {
+            /// The reporting agent.
+            agent_id: String,
+            /// The routing target it sees in use (empty: none).
+            observed_target: String,
+            /// The state it sees.
+            observed_state: DeploymentState,
+            /// Whether the deployment answers its health checks.
+            healthy: bool,
+            /// When the report was received.
+            reported_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -349,8 +333,9 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    fn decide(&self, command: DeploymentCommand) -> Option<DeploymentEvent> {
-        match command {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
+    fn decide(&self, command: DeploymentCommand) -> Result<Option<DeploymentEvent>, DeploymentError> {
+        Ok(match command {
             DeploymentCommand::SetTarget(t) => {
                 let unchanged = self.environment.as_deref() == Some(t.environment.as_str())
                     && self.cluster == t.cluster
@@ -372,30 +357,11 @@ impl Deployment {
                 healthy: r.healthy,
                 reported_at: r.at,
             }),
-        }
-    }
-}
-
-impl Aggregate for Deployment {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = DeploymentCommand;
-    type Event = DeploymentEvent;
-    type Error = DeploymentError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command) {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        })
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: DeploymentEvent) {
         match event {
             DeploymentEvent::TargetSet { environment, cluster, namespace, routing_target, state } => {
                 self.environment = Some(environment);
@@ -409,3 +375,10 @@ impl Aggregate for Deployment {
         }
     }
 }
+
+aggregate!(Deployment {
+    TYPE: AGGREGATE_TYPE,
+    command: DeploymentCommand,
+    event: DeploymentEvent,
+    error: DeploymentError
+});

@@ -1,6 +1,7 @@
 //! Given events, when a command, then events (or an error).
 
 use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::DomainEvent;
 use cqrs_es::test::TestFramework;
 
 use super::*;

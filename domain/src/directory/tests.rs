@@ -2,8 +2,12 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::{Aggregate, DomainEvent};
+use uuid::Uuid;
 
 use super::*;
+use crate::error::{DomainError, ErrorKind};
+use crate::ids::UserId;
 
 type Given = TestFramework<Directory>;
 

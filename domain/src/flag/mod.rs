@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::plan::Plan;
 
@@ -111,37 +110,25 @@ impl FlagCommand {
     }
 }
 
-/// What happened to a flag definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum FlagEvent {
-    /// The flag was defined, or its defaults or description changed (the whole definition).
-    #[serde(rename = "flag.defined")]
-    Defined {
-        /// The flag key.
-        key: String,
-        /// Its type.
-        flag_type: FlagType,
-        /// The default value.
-        default_value: Value,
-        /// Defaults per plan.
-        #[serde(default)]
-        plan_defaults: BTreeMap<Plan, Value>,
-        /// What it is for.
-        #[serde(default)]
-        description: String,
-    },
-}
-
-impl DomainEvent for FlagEvent {
-    fn event_type(&self) -> String {
-        match self {
-            FlagEvent::Defined { .. } => "flag.defined".to_string(),
-        }
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a flag definition.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum FlagEvent {
+        /// The flag was defined, or its defaults or description changed (the whole definition).
+        "flag.defined" => Defined {
+            /// The flag key.
+            key: String,
+            /// Its type.
+            flag_type: FlagType,
+            /// The default value.
+            default_value: Value,
+            /// Defaults per plan.
+            #[serde(default)]
+            plan_defaults: BTreeMap<Plan, Value>,
+            /// What it is for.
+            #[serde(default)]
+            description: String,
+        },
     }
 }
 
@@ -208,6 +195,7 @@ pub struct Flag {
 }
 
 impl Flag {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: FlagCommand) -> Result<Option<FlagEvent>, FlagError> {
         let FlagCommand::Define { key, flag_type, default_value, plan_defaults, description } = command;
         if !valid_key(&key) {
@@ -232,28 +220,9 @@ impl Flag {
         }
         Ok(Some(FlagEvent::Defined { key, flag_type, default_value, plan_defaults, description }))
     }
-}
 
-impl Aggregate for Flag {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = FlagCommand;
-    type Event = FlagEvent;
-    type Error = FlagError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: FlagEvent) {
         let FlagEvent::Defined { key, flag_type, default_value, plan_defaults, description } = event;
         self.key = Some(key);
         self.flag_type = Some(flag_type);
@@ -262,3 +231,5 @@ impl Aggregate for Flag {
         self.description = description;
     }
 }
+
+aggregate!(Flag { TYPE: AGGREGATE_TYPE, command: FlagCommand, event: FlagEvent, error: FlagError });

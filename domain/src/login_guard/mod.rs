@@ -3,10 +3,9 @@
 //! an e-mail address or an IP address in clear.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 
 /// The aggregate type name of login guards in the event store.
@@ -38,34 +37,21 @@ pub enum LoginGuardCommand {
     },
 }
 
-/// What happened to a login guard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum LoginGuardEvent {
-    /// Sign-ins of the subject are refused until `until`.
-    #[serde(rename = "login.throttled")]
-    Throttled {
-        /// What kind of subject.
-        subject: ThrottledSubject,
-        /// How many failed attempts led to it.
-        failures: u32,
-        /// When sign-ins are allowed again.
-        until: DateTime<Utc>,
-        /// When.
-        throttled_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for LoginGuardEvent {
-    fn event_type(&self) -> String {
-        match self {
-            LoginGuardEvent::Throttled { .. } => "login.throttled",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a login guard.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum LoginGuardEvent {
+        /// Sign-ins of the subject are refused until `until`.
+        "login.throttled" => Throttled {
+            /// What kind of subject.
+            subject: ThrottledSubject,
+            /// How many failed attempts led to it.
+            failures: u32,
+            /// When sign-ins are allowed again.
+            until: DateTime<Utc>,
+            /// When.
+            throttled_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -101,6 +87,7 @@ pub struct LoginGuard {
 }
 
 impl LoginGuard {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: LoginGuardCommand) -> Result<LoginGuardEvent, LoginGuardError> {
         match command {
             LoginGuardCommand::Throttle { until, at, .. } if until <= at => Err(LoginGuardError::InvalidUntil),
@@ -109,27 +96,9 @@ impl LoginGuard {
             }
         }
     }
-}
 
-impl Aggregate for LoginGuard {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = LoginGuardCommand;
-    type Event = LoginGuardEvent;
-    type Error = LoginGuardError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: LoginGuardEvent) {
         match event {
             LoginGuardEvent::Throttled { until, .. } => {
                 self.throttles = self.throttles.saturating_add(1);
@@ -139,9 +108,17 @@ impl Aggregate for LoginGuard {
     }
 }
 
+aggregate!(LoginGuard {
+    TYPE: AGGREGATE_TYPE,
+    command: LoginGuardCommand,
+    event: LoginGuardEvent,
+    error: LoginGuardError
+});
+
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, TimeZone};
+    use cqrs_es::Aggregate;
     use cqrs_es::test::TestFramework;
 
     use super::*;

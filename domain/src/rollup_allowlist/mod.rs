@@ -4,11 +4,10 @@
 //! when it arrived, so the rollups follow the log's order and a rebuild gives the
 //! same totals.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::usage::valid_event_type;
 
@@ -32,35 +31,20 @@ pub enum RollupAllowlistCommand {
     },
 }
 
-/// What happened to the allowlist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum RollupAllowlistEvent {
-    /// Usage of this type now reaches the rollups.
-    #[serde(rename = "rollup_allowlist.allowed")]
-    Allowed {
-        /// The usage event type.
-        event_type: String,
-    },
-    /// Usage of this type no longer reaches the rollups.
-    #[serde(rename = "rollup_allowlist.disallowed")]
-    Disallowed {
-        /// The usage event type.
-        event_type: String,
-    },
-}
-
-impl DomainEvent for RollupAllowlistEvent {
-    fn event_type(&self) -> String {
-        match self {
-            RollupAllowlistEvent::Allowed { .. } => "rollup_allowlist.allowed",
-            RollupAllowlistEvent::Disallowed { .. } => "rollup_allowlist.disallowed",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to the allowlist.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum RollupAllowlistEvent {
+        /// Usage of this type now reaches the rollups.
+        "rollup_allowlist.allowed" => Allowed {
+            /// The usage event type.
+            event_type: String,
+        },
+        /// Usage of this type no longer reaches the rollups.
+        "rollup_allowlist.disallowed" => Disallowed {
+            /// The usage event type.
+            event_type: String,
+        },
     }
 }
 
@@ -90,6 +74,7 @@ pub struct RollupAllowlist {
 }
 
 impl RollupAllowlist {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: RollupAllowlistCommand) -> Result<Option<RollupAllowlistEvent>, RollupAllowlistError> {
         let (event_type, allow) = match command {
             RollupAllowlistCommand::Allow { event_type } => (event_type, true),
@@ -104,28 +89,9 @@ impl RollupAllowlist {
             _ => None,
         })
     }
-}
 
-impl Aggregate for RollupAllowlist {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = RollupAllowlistCommand;
-    type Event = RollupAllowlistEvent;
-    type Error = RollupAllowlistError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: RollupAllowlistEvent) {
         match event {
             RollupAllowlistEvent::Allowed { event_type } => {
                 self.event_types.insert(event_type);
@@ -136,6 +102,13 @@ impl Aggregate for RollupAllowlist {
         }
     }
 }
+
+aggregate!(RollupAllowlist {
+    TYPE: AGGREGATE_TYPE,
+    command: RollupAllowlistCommand,
+    event: RollupAllowlistEvent,
+    error: RollupAllowlistError
+});
 
 #[cfg(test)]
 mod tests {

@@ -11,11 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::aggregate::{aggregate, events};
 use crate::deployment;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::TenantId;
@@ -84,51 +83,36 @@ impl RoutingCommand {
     }
 }
 
-/// What happened to the routing snapshots.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum RoutingEvent {
-    /// A new version was published.
-    #[serde(rename = "routing.snapshot_published")]
-    SnapshotPublished {
-        /// Its version (the previous one plus one).
-        version: u64,
-        /// The routes, sorted by domain.
-        entries: Vec<RoutingEntry>,
-        /// When the entries were gathered.
-        generated_at: DateTime<Utc>,
-        /// The hex SHA-256 of the entries' canonical JSON.
-        checksum: String,
-    },
-    /// A new version was made with the entries of an earlier one.
-    #[serde(rename = "routing.snapshot_rolled_back")]
-    SnapshotRolledBack {
-        /// The new version.
-        version: u64,
-        /// The version that was current.
-        from_version: u64,
-        /// The version whose entries were restored.
-        to_version: u64,
-        /// Those entries.
-        entries: Vec<RoutingEntry>,
-        /// Their checksum (that of `to_version`).
-        checksum: String,
-        /// When the rollback was made.
-        generated_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for RoutingEvent {
-    fn event_type(&self) -> String {
-        match self {
-            RoutingEvent::SnapshotPublished { .. } => "routing.snapshot_published",
-            RoutingEvent::SnapshotRolledBack { .. } => "routing.snapshot_rolled_back",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to the routing snapshots.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum RoutingEvent {
+        /// A new version was published.
+        "routing.snapshot_published" => SnapshotPublished {
+            /// Its version (the previous one plus one).
+            version: u64,
+            /// The routes, sorted by domain.
+            entries: Vec<RoutingEntry>,
+            /// When the entries were gathered.
+            generated_at: DateTime<Utc>,
+            /// The hex SHA-256 of the entries' canonical JSON.
+            checksum: String,
+        },
+        /// A new version was made with the entries of an earlier one.
+        "routing.snapshot_rolled_back" => SnapshotRolledBack {
+            /// The new version.
+            version: u64,
+            /// The version that was current.
+            from_version: u64,
+            /// The version whose entries were restored.
+            to_version: u64,
+            /// Those entries.
+            entries: Vec<RoutingEntry>,
+            /// Their checksum (that of `to_version`).
+            checksum: String,
+            /// When the rollback was made.
+            generated_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -190,6 +174,7 @@ impl Routing {
         self.versions.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: RoutingCommand) -> Result<RoutingEvent, RoutingError> {
         let current = self.current();
         match command {
@@ -240,25 +225,9 @@ fn normalize(entries: Vec<RoutingEntry>) -> Result<Vec<RoutingEntry>, RoutingErr
     Ok(entries)
 }
 
-impl Aggregate for Routing {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = RoutingCommand;
-    type Event = RoutingEvent;
-    type Error = RoutingError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Routing {
+    /// The state after `event`.
+    fn evolve(&mut self, event: RoutingEvent) {
         let (version, entries, checksum) = match event {
             RoutingEvent::SnapshotPublished { version, entries, checksum, .. }
             | RoutingEvent::SnapshotRolledBack { version, entries, checksum, .. } => (version, entries, checksum),
@@ -266,3 +235,5 @@ impl Aggregate for Routing {
         self.versions.insert(version, RoutingVersion { entries, checksum });
     }
 }
+
+aggregate!(Routing { TYPE: AGGREGATE_TYPE, command: RoutingCommand, event: RoutingEvent, error: RoutingError });

@@ -3,10 +3,9 @@
 //! gateway; a logout repeated is not an error.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::directory::UserRole;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{SessionId, TenantId, UserId};
@@ -78,50 +77,35 @@ impl SessionCommand {
     }
 }
 
-/// What happened to a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum SessionEvent {
-    /// The session opened.
-    #[serde(rename = "session.opened")]
-    Opened {
-        /// The session.
-        session_id: SessionId,
-        /// Who signed in.
-        user_id: UserId,
-        /// The user's tenant; absent for platform users.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tenant_id: Option<TenantId>,
-        /// The user's role when the session opened.
-        role: UserRole,
-        /// When.
-        opened_at: DateTime<Utc>,
-        /// When it ends at the latest.
-        expires_at: DateTime<Utc>,
-    },
-    /// The session ended before it expired.
-    #[serde(rename = "session.revoked")]
-    Revoked {
-        /// The session.
-        session_id: SessionId,
-        /// Why.
-        reason: RevokeReason,
-        /// When.
-        revoked_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for SessionEvent {
-    fn event_type(&self) -> String {
-        match self {
-            SessionEvent::Opened { .. } => "session.opened",
-            SessionEvent::Revoked { .. } => "session.revoked",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a session.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum SessionEvent {
+        /// The session opened.
+        "session.opened" => Opened {
+            /// The session.
+            session_id: SessionId,
+            /// Who signed in.
+            user_id: UserId,
+            /// The user's tenant; absent for platform users.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            tenant_id: Option<TenantId>,
+            /// The user's role when the session opened.
+            role: UserRole,
+            /// When.
+            opened_at: DateTime<Utc>,
+            /// When it ends at the latest.
+            expires_at: DateTime<Utc>,
+        },
+        /// The session ended before it expired.
+        "session.revoked" => Revoked {
+            /// The session.
+            session_id: SessionId,
+            /// Why.
+            reason: RevokeReason,
+            /// When.
+            revoked_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -171,6 +155,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: SessionCommand) -> Result<Option<SessionEvent>, SessionError> {
         match (command, &self.id) {
             (SessionCommand::Open { .. }, Some(_)) => Err(SessionError::AlreadyOpen),
@@ -185,28 +170,9 @@ impl Session {
             }
         }
     }
-}
 
-impl Aggregate for Session {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = SessionCommand;
-    type Event = SessionEvent;
-    type Error = SessionError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: SessionEvent) {
         match event {
             SessionEvent::Opened { session_id, user_id, tenant_id, .. } => {
                 self.id = Some(session_id);
@@ -217,6 +183,8 @@ impl Aggregate for Session {
         }
     }
 }
+
+aggregate!(Session { TYPE: AGGREGATE_TYPE, command: SessionCommand, event: SessionEvent, error: SessionError });
 
 #[cfg(test)]
 mod tests {

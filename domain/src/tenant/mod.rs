@@ -2,10 +2,9 @@
 //! change plan, set profile, deletion with a 30-day recoverable grace, then purge).
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::TenantId;
 use crate::plan::Plan;
@@ -147,96 +146,69 @@ fn slug(raw: Option<&str>, invalid: TenantError) -> Result<Option<String>, Tenan
     raw.map(|raw| validate::slug(raw).ok_or(invalid)).transpose()
 }
 
-/// What happened to a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum TenantEvent {
-    /// The tenant was created, with its first owner to be invited.
-    #[serde(rename = "tenant.provisioned")]
-    Provisioned {
-        /// The tenant's id.
-        tenant_id: TenantId,
-        /// Display name.
-        name: String,
-        /// Unique domain.
-        domain: String,
-        /// Initial plan.
-        plan: Plan,
-        /// E-mail of the first owner.
-        owner_email: String,
-        /// Industry slug, if given.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        industry: Option<String>,
-        /// Region slug, if given.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        region: Option<String>,
-        /// When.
-        provisioned_at: DateTime<Utc>,
-    },
-    /// All access to the tenant is denied.
-    #[serde(rename = "tenant.suspended")]
-    Suspended {
-        /// Why.
-        reason: String,
-    },
-    /// The suspension was lifted.
-    #[serde(rename = "tenant.reactivated")]
-    Reactivated {},
-    /// The tenant moved to another plan.
-    #[serde(rename = "tenant.plan_changed")]
-    PlanChanged {
-        /// The previous plan.
-        from: Plan,
-        /// The new plan.
-        to: Plan,
-    },
-    /// The tenant's profile changed; both values are the new ones (null clears).
-    #[serde(rename = "tenant.profile_changed")]
-    ProfileChanged {
-        /// The industry slug, or null.
-        industry: Option<String>,
-        /// The region slug, or null.
-        region: Option<String>,
-    },
-    /// Deletion was requested; the tenant can be restored until `purge_after`.
-    #[serde(rename = "tenant.deletion_requested")]
-    DeletionRequested {
-        /// When.
-        requested_at: DateTime<Utc>,
-        /// When the grace period ends.
-        purge_after: DateTime<Utc>,
-    },
-    /// The deletion request was withdrawn within the grace period.
-    #[serde(rename = "tenant.restored")]
-    Restored {
-        /// The status the tenant returned to.
-        status: TenantStatus,
-    },
-    /// The tenant was removed for good.
-    #[serde(rename = "tenant.purged")]
-    Purged {
-        /// When.
-        purged_at: DateTime<Utc>,
-    },
-}
-
-impl DomainEvent for TenantEvent {
-    fn event_type(&self) -> String {
-        match self {
-            TenantEvent::Provisioned { .. } => "tenant.provisioned",
-            TenantEvent::Suspended { .. } => "tenant.suspended",
-            TenantEvent::Reactivated { .. } => "tenant.reactivated",
-            TenantEvent::PlanChanged { .. } => "tenant.plan_changed",
-            TenantEvent::ProfileChanged { .. } => "tenant.profile_changed",
-            TenantEvent::DeletionRequested { .. } => "tenant.deletion_requested",
-            TenantEvent::Restored { .. } => "tenant.restored",
-            TenantEvent::Purged { .. } => "tenant.purged",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a tenant.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum TenantEvent {
+        /// The tenant was created, with its first owner to be invited.
+        "tenant.provisioned" => Provisioned {
+            /// The tenant's id.
+            tenant_id: TenantId,
+            /// Display name.
+            name: String,
+            /// Unique domain.
+            domain: String,
+            /// Initial plan.
+            plan: Plan,
+            /// E-mail of the first owner.
+            owner_email: String,
+            /// Industry slug, if given.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            industry: Option<String>,
+            /// Region slug, if given.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            region: Option<String>,
+            /// When.
+            provisioned_at: DateTime<Utc>,
+        },
+        /// All access to the tenant is denied.
+        "tenant.suspended" => Suspended {
+            /// Why.
+            reason: String,
+        },
+        /// The suspension was lifted.
+        "tenant.reactivated" => Reactivated {},
+        /// The tenant moved to another plan.
+        "tenant.plan_changed" => PlanChanged {
+            /// The previous plan.
+            from: Plan,
+            /// The new plan.
+            to: Plan,
+        },
+        /// The tenant's profile changed; both values are the new ones (null clears).
+        "tenant.profile_changed" => ProfileChanged {
+            /// The industry slug, or null.
+            industry: Option<String>,
+            /// The region slug, or null.
+            region: Option<String>,
+        },
+        /// Deletion was requested; the tenant can be restored until `purge_after`.
+        "tenant.deletion_requested" => DeletionRequested {
+            /// When.
+            requested_at: DateTime<Utc>,
+            /// When the grace period ends.
+            purge_after: DateTime<Utc>,
+        },
+        /// The deletion request was withdrawn within the grace period.
+        "tenant.restored" => Restored {
+            /// The status the tenant returned to.
+            status: TenantStatus,
+        },
+        /// The tenant was removed for good.
+        "tenant.purged" => Purged {
+            /// When.
+            purged_at: DateTime<Utc>,
+        },
     }
 }
 
@@ -391,6 +363,7 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: TenantCommand) -> Result<TenantEvent, TenantError> {
         use TenantStatus::*;
         match (self.status, command) {
@@ -441,27 +414,9 @@ impl Tenant {
             }),
         }
     }
-}
 
-impl Aggregate for Tenant {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = TenantCommand;
-    type Event = TenantEvent;
-    type Error = TenantError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: TenantEvent) {
         match event {
             TenantEvent::Provisioned { tenant_id, plan, domain, industry, region, .. } => {
                 self.id = Some(tenant_id);
@@ -492,3 +447,5 @@ impl Aggregate for Tenant {
         }
     }
 }
+
+aggregate!(Tenant { TYPE: AGGREGATE_TYPE, command: TenantCommand, event: TenantEvent, error: TenantError });

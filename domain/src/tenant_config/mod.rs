@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::aggregate::{aggregate, events};
 use crate::catalog::catalog;
 use crate::error::{DomainError, ErrorKind};
 use crate::flag::FlagType;
@@ -63,53 +62,34 @@ impl TenantConfigCommand {
     }
 }
 
-/// What happened to a tenant's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum TenantConfigEvent {
-    /// The tenant got its own value of a flag.
-    #[serde(rename = "tenant_config.flag_set")]
-    FlagSet {
-        /// The flag key.
-        key: String,
-        /// The value.
-        value: Value,
-    },
-    /// The tenant's own value of a flag was dropped.
-    #[serde(rename = "tenant_config.flag_cleared")]
-    FlagCleared {
-        /// The flag key.
-        key: String,
-    },
-    /// An entitlement of the tenant's plan was overridden.
-    #[serde(rename = "tenant_config.entitlement_overridden")]
-    EntitlementOverridden {
-        /// The entitlement key.
-        key: String,
-        /// The value.
-        value: Value,
-    },
-    /// An entitlement override was dropped.
-    #[serde(rename = "tenant_config.entitlement_override_cleared")]
-    EntitlementOverrideCleared {
-        /// The entitlement key.
-        key: String,
-    },
-}
-
-impl DomainEvent for TenantConfigEvent {
-    fn event_type(&self) -> String {
-        match self {
-            TenantConfigEvent::FlagSet { .. } => "tenant_config.flag_set",
-            TenantConfigEvent::FlagCleared { .. } => "tenant_config.flag_cleared",
-            TenantConfigEvent::EntitlementOverridden { .. } => "tenant_config.entitlement_overridden",
-            TenantConfigEvent::EntitlementOverrideCleared { .. } => "tenant_config.entitlement_override_cleared",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a tenant's configuration.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum TenantConfigEvent {
+        /// The tenant got its own value of a flag.
+        "tenant_config.flag_set" => FlagSet {
+            /// The flag key.
+            key: String,
+            /// The value.
+            value: Value,
+        },
+        /// The tenant's own value of a flag was dropped.
+        "tenant_config.flag_cleared" => FlagCleared {
+            /// The flag key.
+            key: String,
+        },
+        /// An entitlement of the tenant's plan was overridden.
+        "tenant_config.entitlement_overridden" => EntitlementOverridden {
+            /// The entitlement key.
+            key: String,
+            /// The value.
+            value: Value,
+        },
+        /// An entitlement override was dropped.
+        "tenant_config.entitlement_override_cleared" => EntitlementOverrideCleared {
+            /// The entitlement key.
+            key: String,
+        },
     }
 }
 
@@ -151,6 +131,7 @@ pub struct TenantConfig {
 }
 
 impl TenantConfig {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: TenantConfigCommand) -> Result<Option<TenantConfigEvent>, TenantConfigError> {
         Ok(match command {
             TenantConfigCommand::SetFlag { key, flag_type, value } => {
@@ -178,28 +159,9 @@ impl TenantConfig {
             }
         })
     }
-}
 
-impl Aggregate for TenantConfig {
-    const TYPE: &'static str = AGGREGATE_TYPE;
-    type Command = TenantConfigCommand;
-    type Event = TenantConfigEvent;
-    type Error = TenantConfigError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: TenantConfigEvent) {
         match event {
             TenantConfigEvent::FlagSet { key, value } => {
                 self.flags.insert(key, value);
@@ -216,3 +178,10 @@ impl Aggregate for TenantConfig {
         }
     }
 }
+
+aggregate!(TenantConfig {
+    TYPE: AGGREGATE_TYPE,
+    command: TenantConfigCommand,
+    event: TenantConfigEvent,
+    error: TenantConfigError
+});

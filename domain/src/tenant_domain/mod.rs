@@ -3,10 +3,9 @@
 //! optimistic concurrency on `(aggregate_type, aggregate_id, sequence)` makes
 //! two claims of one domain race for the same row; exactly one wins.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::TenantId;
 
@@ -27,39 +26,24 @@ pub enum TenantDomainCommand {
     },
 }
 
-/// What happened to a domain claim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum TenantDomainEvent {
-    /// The domain now belongs to the tenant.
-    #[serde(rename = "tenant_domain.claimed")]
-    Claimed {
-        /// The domain.
-        domain: String,
-        /// The tenant.
-        tenant_id: TenantId,
-    },
-    /// The domain is free again.
-    #[serde(rename = "tenant_domain.released")]
-    Released {
-        /// The domain.
-        domain: String,
-        /// The tenant that held it.
-        tenant_id: TenantId,
-    },
-}
-
-impl DomainEvent for TenantDomainEvent {
-    fn event_type(&self) -> String {
-        match self {
-            TenantDomainEvent::Claimed { .. } => "tenant_domain.claimed",
-            TenantDomainEvent::Released { .. } => "tenant_domain.released",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
+events! {
+    /// What happened to a domain claim.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum TenantDomainEvent {
+        /// The domain now belongs to the tenant.
+        "tenant_domain.claimed" => Claimed {
+            /// The domain.
+            domain: String,
+            /// The tenant.
+            tenant_id: TenantId,
+        },
+        /// The domain is free again.
+        "tenant_domain.released" => Released {
+            /// The domain.
+            domain: String,
+            /// The tenant that held it.
+            tenant_id: TenantId,
+        },
     }
 }
 
@@ -100,6 +84,7 @@ pub struct TenantDomain {
 }
 
 impl TenantDomain {
+    /// The event `command` makes happen (none if it changes nothing), or why it is refused.
     fn decide(&self, command: TenantDomainCommand) -> Result<Option<TenantDomainEvent>, TenantDomainError> {
         match (command, &self.holder) {
             (TenantDomainCommand::Claim { tenant_id, .. }, Some(holder)) if *holder == tenant_id => Ok(None),
@@ -113,28 +98,9 @@ impl TenantDomain {
             (TenantDomainCommand::Release { .. }, _) => Err(TenantDomainError::NotHeld),
         }
     }
-}
 
-impl Aggregate for TenantDomain {
-    const TYPE: &'static str = "tenant_domain";
-    type Command = TenantDomainCommand;
-    type Event = TenantDomainEvent;
-    type Error = TenantDomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+    /// The state after `event`.
+    fn evolve(&mut self, event: TenantDomainEvent) {
         match event {
             TenantDomainEvent::Claimed { tenant_id, domain } => {
                 self.holder = Some(tenant_id);
@@ -144,6 +110,13 @@ impl Aggregate for TenantDomain {
         }
     }
 }
+
+aggregate!(TenantDomain {
+    TYPE: "tenant_domain",
+    command: TenantDomainCommand,
+    event: TenantDomainEvent,
+    error: TenantDomainError
+});
 
 #[cfg(test)]
 mod tests {

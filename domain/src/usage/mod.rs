@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::aggregate::events;
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{AppId, TenantId};
 use crate::tenant::TenantStatus;
@@ -23,8 +24,6 @@ mod tests;
 
 /// The aggregate type of usage events in the event store.
 pub const AGGREGATE_TYPE: &str = "usage";
-/// The event type of a recorded usage report.
-pub const RECORDED: &str = "usage.recorded";
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Most bytes of an event's `properties`, as compact JSON.
@@ -274,23 +273,16 @@ pub fn aggregate_id(app_id: &AppId, event_id: &str) -> String {
     format!("{app_id}:{event_id}")
 }
 
-/// A usage event as stored in the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type")]
-pub enum UsageEvent {
-    /// An app reported usage and Keel accepted it.
-    #[serde(rename = "usage.recorded")]
-    Recorded(UsageRecorded),
+events! {
+    /// A usage event as stored in the log.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum UsageEvent {
+        /// An app reported usage and Keel accepted it.
+        RECORDED = "usage.recorded" => Recorded(UsageRecorded),
+    }
 }
 
 impl UsageEvent {
-    /// The wire name of the event.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            UsageEvent::Recorded(_) => RECORDED,
-        }
-    }
-
     /// The tenant it belongs to.
     pub fn tenant_id(&self) -> &TenantId {
         match self {

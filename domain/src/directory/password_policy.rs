@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::directory::DirectoryError;
+use super::errors::DirectoryError;
 
 /// The longest password accepted, in characters, whatever the policy.
 pub const MAX_PASSWORD_CHARS: usize = 256;
