@@ -1,12 +1,13 @@
 //! The two macros every aggregate is written with, so that its module holds only what
 //! is its own: the commands, the events, the errors, and two functions on its state.
 //!
-//! - [`events!`](crate::aggregate::events) declares an event enum with each event's type
-//!   written once (`"tenant.provisioned" => Provisioned { … }`): it becomes the serde tag
-//!   and what `event_type()` answers.
-//! - [`aggregate!`](crate::aggregate::aggregate) makes a state a cqrs-es `Aggregate` from
-//!   its `decide` (a command and the state → at most one event, or an error) and its
-//!   `evolve` (an event applied to the state).
+//! - `events!` declares an event enum with each event's type written once
+//!   (`"tenant.provisioned" => Provisioned { … }`): it becomes the serde tag and what
+//!   `event_type()` answers. Usage and audit records, appended without an aggregate,
+//!   declare their events with it too.
+//! - `aggregate!` makes a state a cqrs-es `Aggregate` from its `decide` (the command
+//!   and the state → at most one event, or an error) and its `evolve` (an event
+//!   applied to the state).
 
 /// Declares an event enum: the enum (internally tagged by `type`), an
 /// `event_type_name()` that gives each event's type, and its cqrs-es `DomainEvent`

@@ -1,6 +1,9 @@
 //! Keel's pure domain: aggregates, their commands, events and errors, and the
 //! authorization rules. Nothing here does I/O or needs an async runtime; the
 //! `commands` crate runs these aggregates on cqrs-es and postgres-es.
+//!
+//! Each aggregate module declares its events with `events!` and becomes a cqrs-es
+//! aggregate with `aggregate!` (both in `aggregate.rs`), so it holds only its own rules.
 
 pub mod access;
 mod aggregate;

@@ -39,3 +39,6 @@ pub fn render(schema: &Value) -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,9 +11,8 @@ use keel_commands::bus::CommandContext;
 use keel_commands::sessions::Sessions;
 use keel_commands::users::{UserChanged, UserCommands};
 use keel_domain::access::{Action, Principal, TenantRole};
-use keel_domain::directory::{Acting, DirectoryCommand, UserRole, UserStatus};
+use keel_domain::directory::{Acting, DirectoryCommand, PasswordPolicy, UserRole, UserStatus};
 use keel_domain::ids::{SessionId, UserId};
-use keel_domain::directory::PasswordPolicy;
 use keel_domain::session::RevokeReason;
 
 use crate::auth::Authenticator;

@@ -2,6 +2,11 @@
 //! the tenant id; platform operators and auditors live in the directory [`PLATFORM`]).
 //! It is the consistency boundary for e-mail uniqueness, the last-owner guard, and
 //! invitation and password-reset tokens. Tokens and passwords reach it already hashed.
+//!
+//! Read it in this order: `roles` (who a user is, who acts on it), `commands`, `events`
+//! (and the tokens they carry), `errors`, `password_policy`, then `aggregate` (the state,
+//! how it decides and how it changes). Everything is re-exported here, so callers write
+//! `keel_domain::directory::…`.
 
 mod aggregate;
 mod commands;
