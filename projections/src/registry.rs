@@ -195,6 +195,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_transitional_name_list_is_the_registry() {
+        assert_eq!(crate::READ_MODELS, names());
+    }
+
+    #[test]
     fn names_are_unique() {
         let mut unique = names();
         unique.sort();
