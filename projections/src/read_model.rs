@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Executor as _, PgConnection, PgPool};
 
 use keel_domain::envelope::EventEnvelope;
 
@@ -62,7 +62,9 @@ pub async fn ensure_schema<R: ReadModel>(owner: &PgPool, model: &R, runtime_role
         .fetch_one(&mut *tx)
         .await?;
     if !exists {
-        sqlx::raw_sql(&schema_ddl(model, &schema, runtime_role)).execute(&mut *tx).await?;
+        // `Executor::execute`, not `RawSql::execute`: rustc cannot prove the latter's future
+        // `Send` behind the registry's boxed futures ("Executor is not general enough").
+        (&mut *tx).execute(sqlx::raw_sql(&schema_ddl(model, &schema, runtime_role))).await?;
     }
     tx.commit().await?;
     Ok(!exists)

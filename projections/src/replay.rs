@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::PgPool;
+use sqlx::{Executor as _, PgPool};
 
 use crate::batch::apply_batch;
 use crate::kafka::ConsumerSettings;
@@ -56,9 +56,10 @@ pub async fn replay<R: ReadModel>(
     let started = Instant::now();
     let live = live_schema(model.name());
     let shadow = format!("{live}__shadow");
+    // `Executor::execute`, not `RawSql::execute`, as in `read_model::ensure_schema`.
     let mut tx = owner.begin().await?;
-    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE")).execute(&mut *tx).await?;
-    sqlx::raw_sql(&schema_ddl(model, &shadow, runtime_role)).execute(&mut *tx).await?;
+    (&mut *tx).execute(sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE"))).await?;
+    (&mut *tx).execute(sqlx::raw_sql(&schema_ddl(model, &shadow, runtime_role))).await?;
     tx.commit().await?;
 
     let group = format!("keel-replay.{}.{}", model.name(), uuid::Uuid::now_v7());
@@ -114,13 +115,13 @@ pub async fn replay<R: ReadModel>(
         while catch_up(&live_offsets, &reached) {
             messages += consume_once(model, owner, &consumer, &shadow, topic, &mut reached, progress).await?;
         }
-        sqlx::raw_sql(&format!(
-            "ALTER SCHEMA {live} RENAME TO {live}__old; ALTER SCHEMA {shadow} RENAME TO {live}; DROP SCHEMA {live}__old CASCADE;"
-        ))
-        .execute(&mut *swap)
-        .await?;
+        (&mut *swap)
+            .execute(sqlx::raw_sql(&format!(
+                "ALTER SCHEMA {live} RENAME TO {live}__old; ALTER SCHEMA {shadow} RENAME TO {live}; DROP SCHEMA {live}__old CASCADE;"
+            )))
+            .await?;
     } else {
-        sqlx::raw_sql(&format!("ALTER SCHEMA {shadow} RENAME TO {live}")).execute(&mut *swap).await?;
+        (&mut *swap).execute(sqlx::raw_sql(&format!("ALTER SCHEMA {shadow} RENAME TO {live}"))).await?;
     }
     swap.commit().await?;
     progress.finish();
