@@ -9,18 +9,15 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::SerializedEvent;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use keel_domain::DomainError;
 use keel_domain::envelope::keys;
 use keel_domain::ids::AppId;
-use keel_domain::rollup_allowlist::{
-    self, ALLOWLIST_ID, RollupAllowlist, RollupAllowlistCommand, RollupAllowlistEvent,
-};
+use keel_domain::rollup_allowlist::{ALLOWLIST_ID, RollupAllowlist, RollupAllowlistCommand};
 use keel_domain::tenant::TenantStatus;
 use keel_domain::usage::{self, Rejection, UsageEvent, UsageInput, UsagePolicy, ValidUsage};
 
@@ -306,38 +303,4 @@ impl BillingCommands {
             .await
             .map_err(|e| CommandError::unavailable(&e))
     }
-}
-
-/// Whether `event` changes the allowlist index.
-pub fn affects_allowlist(event: &SerializedEvent) -> bool {
-    event.aggregate_type == rollup_allowlist::AGGREGATE_TYPE
-}
-
-/// Folds one just-appended allowlist event into the index (a no-op for others).
-pub async fn apply_allowlist(tx: &mut PgConnection, event: &SerializedEvent) -> Result<(), sqlx::Error> {
-    if !affects_allowlist(event) {
-        return Ok(());
-    }
-    let meta = |key: &str| event.metadata.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    match crate::identity_index::decode::<RollupAllowlistEvent>(event)? {
-        RollupAllowlistEvent::Allowed { event_type } => {
-            let at: DateTime<Utc> = meta(keys::OCCURRED_AT).parse().unwrap_or_else(|_| Utc::now());
-            sqlx::query(
-                "INSERT INTO billing_rollup_allowlist (event_type, added_by, added_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (event_type) DO NOTHING",
-            )
-            .bind(event_type)
-            .bind(format!("{}:{}", meta(keys::ACTOR_TYPE), meta(keys::ACTOR_ID)))
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        RollupAllowlistEvent::Disallowed { event_type } => {
-            sqlx::query("DELETE FROM billing_rollup_allowlist WHERE event_type = $1")
-                .bind(event_type)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(())
 }

@@ -10,6 +10,8 @@ use keel_domain::directory::{self, DirectoryEvent, PLATFORM};
 use keel_domain::session::{self, SessionEvent};
 use keel_domain::tenant::{self, TenantEvent};
 
+use crate::write_index::{WriteSideIndex, decode};
+
 /// Why sessions end when they end because of something else than the session itself.
 pub mod end_reason {
     /// The user's role changed.
@@ -28,34 +30,33 @@ pub mod end_reason {
     pub const TENANT_DELETED: &str = "tenant_deleted";
 }
 
-/// Whether `event` changes the index (else its commit needs no index work).
-pub fn affects(event: &SerializedEvent) -> bool {
-    match event.aggregate_type.as_str() {
-        tenant::AGGREGATE_TYPE => {
-            !matches!(event.event_type.as_str(), "tenant.plan_changed" | "tenant.profile_changed")
-        }
-        directory::AGGREGATE_TYPE => event.event_type != "directory.policy_set",
-        session::AGGREGATE_TYPE => true,
-        _ => false,
-    }
-}
+/// The identity index: `auth_tenants`, `auth_users`, `auth_credentials` and `auth_sessions`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityIndex;
 
-/// Applies one just-appended event to the index (a no-op for other aggregates).
-pub async fn apply(tx: &mut PgConnection, event: &SerializedEvent) -> Result<(), sqlx::Error> {
-    match event.aggregate_type.as_str() {
-        tenant::AGGREGATE_TYPE => apply_tenant(tx, &event.aggregate_id, decode(event)?).await,
-        directory::AGGREGATE_TYPE => {
-            let tenant_id = (event.aggregate_id != PLATFORM).then_some(event.aggregate_id.as_str());
-            apply_directory(tx, tenant_id, decode(event)?).await
+impl WriteSideIndex for IdentityIndex {
+    fn affects(&self, event: &SerializedEvent) -> bool {
+        match event.aggregate_type.as_str() {
+            tenant::AGGREGATE_TYPE => {
+                !matches!(event.event_type.as_str(), "tenant.plan_changed" | "tenant.profile_changed")
+            }
+            directory::AGGREGATE_TYPE => event.event_type != "directory.policy_set",
+            session::AGGREGATE_TYPE => true,
+            _ => false,
         }
-        session::AGGREGATE_TYPE => apply_session(tx, decode(event)?).await,
-        _ => Ok(()),
     }
-}
 
-/// A just-appended event's payload as the aggregate's event enum.
-pub(crate) fn decode<E: serde::de::DeserializeOwned>(event: &SerializedEvent) -> Result<E, sqlx::Error> {
-    serde_json::from_value(event.payload.clone()).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    async fn apply(&self, tx: &mut PgConnection, event: &SerializedEvent) -> Result<(), sqlx::Error> {
+        match event.aggregate_type.as_str() {
+            tenant::AGGREGATE_TYPE => apply_tenant(tx, &event.aggregate_id, decode(event)?).await,
+            directory::AGGREGATE_TYPE => {
+                let tenant_id = (event.aggregate_id != PLATFORM).then_some(event.aggregate_id.as_str());
+                apply_directory(tx, tenant_id, decode(event)?).await
+            }
+            session::AGGREGATE_TYPE => apply_session(tx, decode(event)?).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn apply_tenant(tx: &mut PgConnection, tenant_id: &str, event: TenantEvent) -> Result<(), sqlx::Error> {

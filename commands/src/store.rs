@@ -1,7 +1,8 @@
 //! The event store: postgres-es for reading; appends are Keel's own, so that every
 //! persisted event gets its own UUIDv7 `event_id` in its metadata (cqrs-es shares one
 //! metadata map across the events of a commit), a commit is one INSERT, and the
-//! identity and API-key indexes are updated in the same transaction (ADR 0009, 0010).
+//! write-side indexes ([`WRITE_SIDE_INDEXES`]) are updated in the same transaction
+//! (ADR 0009, 0010, 0013).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -13,13 +14,23 @@ use uuid::Uuid;
 
 use keel_domain::envelope::keys;
 
+use crate::identity_index::IdentityIndex;
+use crate::key_index::ApiKeyIndex;
+use crate::rollup_allowlist_index::RollupAllowlistIndex;
+use crate::write_index::WriteSideIndex;
+
+/// The write-side indexes, updated in the transaction that appends the events they
+/// fold, in this order. Adding an index is one entry here.
+pub const WRITE_SIDE_INDEXES: (IdentityIndex, ApiKeyIndex, RollupAllowlistIndex) =
+    (IdentityIndex, ApiKeyIndex, RollupAllowlistIndex);
+
 /// The append of a commit: all its events in one statement. Postgres assigns the
 /// positions in the order of the arrays; the primary key refuses a stale sequence.
 const APPEND: &str =
     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
 
-/// postgres-es with per-event ids and the identity index.
+/// postgres-es with per-event ids and the write-side indexes.
 pub struct KeelEventRepository {
     inner: PostgresEventRepository,
     pool: PgPool,
@@ -40,10 +51,7 @@ impl KeelEventRepository {
             .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
-        let indexed = |e: &SerializedEvent| {
-            crate::identity_index::affects(e) || crate::key_index::affects(e) || crate::billing::affects_allowlist(e)
-        };
-        if !events.iter().any(indexed) {
+        if !events.iter().any(|e| WRITE_SIDE_INDEXES.affects(e)) {
             // One statement is its own transaction: one round trip.
             insert.execute(&self.pool).await?;
             return Ok(());
@@ -51,9 +59,7 @@ impl KeelEventRepository {
         let mut tx = self.pool.begin().await?;
         insert.execute(&mut *tx).await?;
         for event in events {
-            crate::identity_index::apply(&mut tx, event).await?;
-            crate::key_index::apply(&mut tx, event).await?;
-            crate::billing::apply_allowlist(&mut tx, event).await?;
+            WRITE_SIDE_INDEXES.apply(&mut tx, event).await?;
         }
         tx.commit().await
     }

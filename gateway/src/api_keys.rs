@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use keel_commands::apps::{AppCommands, key_id_of};
 use keel_commands::bus::CommandContext;
+use keel_commands::key_index::{self, IndexedKey};
 use keel_domain::access::Principal;
 use keel_domain::app::{AppCommand, Scope};
 use keel_domain::envelope::Actor;
@@ -38,9 +39,6 @@ struct KeyEntry {
     revoked: bool,
     app_disabled: bool,
 }
-
-/// key id, app id, secret hash, scopes, expiry, revoked, app disabled.
-type KeyRow = (String, String, String, Vec<String>, Option<DateTime<Utc>>, bool, bool);
 
 #[derive(Debug, Default)]
 struct KeyTable {
@@ -158,19 +156,14 @@ impl ApiKeys {
 
     /// Reloads the index if its version moved; returns whether it did.
     pub async fn refresh(&self) -> Result<bool, sqlx::Error> {
-        let version: i64 = sqlx::query_scalar("SELECT version FROM auth_key_state").fetch_one(&self.pool).await?;
+        let version = key_index::version(&self.pool).await?;
         if self.snapshot().version == Some(version) {
             return Ok(false);
         }
         // Rows read after the version are at least as new as it.
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT k.key_id, k.app_id, k.secret_hash, k.scopes, k.expires_at, k.revoked_at IS NOT NULL, a.disabled
-             FROM auth_api_keys k JOIN auth_apps a USING (app_id)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = key_index::keys(&self.pool).await?;
         let mut keys = HashMap::with_capacity(rows.len());
-        for (key_id, app_id, hash, scopes, expires_at, revoked, app_disabled) in rows {
+        for IndexedKey { key_id, app_id, secret_hash: hash, scopes, expires_at, revoked, app_disabled } in rows {
             let Some(digest) = hex::decode(&hash).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()) else {
                 tracing::error!(key_id, "API key with a malformed hash ignored");
                 continue;

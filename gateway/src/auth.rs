@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use keel_commands::operator_credentials;
 use keel_domain::access::{Principal, TenantRole};
 use keel_domain::directory::UserRole;
 
@@ -132,15 +133,10 @@ impl Authenticator {
         {
             return Ok(principal);
         }
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM operator_credentials WHERE token_hash = $1 AND revoked_at IS NULL")
-                .bind(&hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "credential lookup failed");
-                    AuthError::Unavailable
-                })?;
+        let id = operator_credentials::operator_id(&self.pool, &hash).await.map_err(|e| {
+            tracing::error!(error = %e, "credential lookup failed");
+            AuthError::Unavailable
+        })?;
         let principal = Principal::Operator { id: id.ok_or(AuthError::Invalid)? };
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
@@ -196,29 +192,15 @@ pub async fn create_platform_user(pool: &PgPool, email: &str, password: &str, ro
 /// Retires the bootstrap operator credential (once an operator account exists);
 /// returns whether it was still active.
 pub async fn retire_bootstrap_credential(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let retired = sqlx::query(
-        "UPDATE operator_credentials SET revoked_at = now(), retired_reason = 'operator_created'
-         WHERE kind = 'bootstrap' AND revoked_at IS NULL",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(retired > 0)
+    operator_credentials::retire_bootstrap(pool).await
 }
 
 /// Creates the bootstrap operator credential if none exists; returns the token only
 /// when it was created now (it is never stored in clear, so it cannot be shown again).
 pub async fn create_bootstrap_credential(owner: &PgPool) -> Result<Option<String>, sqlx::Error> {
     let token = new_operator_token();
-    let inserted = sqlx::query(
-        "INSERT INTO operator_credentials (id, kind, token_hash) VALUES ('op_bootstrap', 'bootstrap', $1)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(hash_token(&token))
-    .execute(owner)
-    .await?
-    .rows_affected();
-    Ok((inserted == 1).then_some(token))
+    let created = operator_credentials::create_bootstrap(owner, &hash_token(&token)).await?;
+    Ok(created.then_some(token))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use keel_commands::bus::CommandContext;
+use keel_commands::identity_queries;
 use keel_commands::sessions::Sessions;
 use keel_commands::users::{UserChanged, UserCommands};
 use keel_domain::access::{Action, Principal, TenantRole};
@@ -198,13 +199,9 @@ impl UserService for UserApi {
         crate::grpc::run(&self.auth, "RevokeSession", &metadata, Action::ManageUsers, Some(&tenant), &key, {
             let tenant = tenant.clone();
             |ctx, _| async move {
-                let owner: Option<String> =
-                    sqlx::query_scalar("SELECT user_id FROM auth_sessions WHERE session_id = $1 AND tenant_id = $2")
-                        .bind(session.as_str())
-                        .bind(tenant.as_str())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(unavailable)?;
+                let owner = identity_queries::session_owner(&self.pool, session.as_str(), tenant.as_str())
+                    .await
+                    .map_err(unavailable)?;
                 let owner =
                     owner.ok_or_else(|| coded(tonic::Code::NotFound, "session_not_found", "session not found"))?;
                 let position = self
@@ -311,29 +308,25 @@ impl UserService for UserApi {
         crate::grpc::run(&self.auth, "ListUsers", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
-                let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
-                    "SELECT user_id, email, role, status, created_at FROM auth_users
-                     WHERE tenant_id = $1 AND user_id > $2 AND ($3::text IS NULL OR role = $3)
-                       AND ($4::text IS NULL OR status = $4)
-                     ORDER BY user_id LIMIT $5",
+                let rows = identity_queries::users(
+                    &self.pool,
+                    tenant.as_str(),
+                    &after,
+                    role.map(|r| r.as_str()),
+                    status_filter.map(|s| s.as_str()),
+                    limit + 1,
                 )
-                .bind(tenant.as_str())
-                .bind(&after)
-                .bind(role.map(|r| r.as_str()))
-                .bind(status_filter.map(|s| s.as_str()))
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-                let (rows, next) = split_page(rows, limit, |r| r.0.clone());
+                let (rows, next) = split_page(rows, limit, |r| r.user_id.clone());
                 let users = rows
                     .into_iter()
-                    .map(|(user_id, email, role, status, created)| User {
-                        user_id,
-                        email,
-                        role,
-                        status,
-                        created_at: rfc3339(created),
+                    .map(|u| User {
+                        user_id: u.user_id,
+                        email: u.email,
+                        role: u.role,
+                        status: u.status,
+                        created_at: rfc3339(u.created_at),
                     })
                     .collect();
                 Ok(ListUsersResponse { users, next_page_token: next })
@@ -353,27 +346,18 @@ impl UserService for UserApi {
         crate::grpc::run(&self.auth, "ListInvitations", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
-                let rows: Vec<(String, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
-                    "SELECT user_id, email, role, invitation_expires_at, invitation_expires_at <= now()
-                     FROM auth_users
-                     WHERE tenant_id = $1 AND status = 'invited' AND invitation_expires_at IS NOT NULL AND user_id > $2
-                     ORDER BY user_id LIMIT $3",
-                )
-                .bind(tenant.as_str())
-                .bind(&after)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                let (rows, next) = split_page(rows, limit, |r| r.0.clone());
+                let rows = identity_queries::invitations(&self.pool, tenant.as_str(), &after, limit + 1)
+                    .await
+                    .map_err(unavailable)?;
+                let (rows, next) = split_page(rows, limit, |r| r.user_id.clone());
                 let invitations = rows
                     .into_iter()
-                    .map(|(user_id, email, role, expires, expired)| Invitation {
-                        user_id,
-                        email,
-                        role,
-                        expires_at: rfc3339(expires),
-                        expired,
+                    .map(|i| Invitation {
+                        user_id: i.user_id,
+                        email: i.email,
+                        role: i.role,
+                        expires_at: rfc3339(i.expires_at),
+                        expired: i.expired,
                     })
                     .collect();
                 Ok(ListInvitationsResponse { invitations, next_page_token: next })
@@ -392,34 +376,22 @@ impl UserService for UserApi {
         crate::grpc::run(&self.auth, "ListUserSessions", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM auth_users WHERE user_id = $1 AND tenant_id = $2)",
-                )
-                .bind(user.as_str())
-                .bind(tenant.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)?;
+                let exists = identity_queries::user_exists(&self.pool, user.as_str(), tenant.as_str())
+                    .await
+                    .map_err(unavailable)?;
                 if !exists {
                     return Err(coded(tonic::Code::NotFound, "user_not_found", "user not found"));
                 }
-                let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-                    "SELECT session_id, opened_at, expires_at, refreshed_at FROM auth_sessions
-                     WHERE user_id = $1 AND tenant_id = $2 AND revoked_at IS NULL AND expires_at > now()
-                     ORDER BY session_id LIMIT 1000",
-                )
-                .bind(user.as_str())
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+                let rows = identity_queries::live_sessions(&self.pool, user.as_str(), tenant.as_str())
+                    .await
+                    .map_err(unavailable)?;
                 let sessions = rows
                     .into_iter()
-                    .map(|(session_id, opened, expires, refreshed)| Session {
-                        session_id,
-                        opened_at: rfc3339(opened),
-                        expires_at: rfc3339(expires),
-                        last_refreshed_at: refreshed.map(rfc3339).unwrap_or_default(),
+                    .map(|s| Session {
+                        session_id: s.session_id,
+                        opened_at: rfc3339(s.opened_at),
+                        expires_at: rfc3339(s.expires_at),
+                        last_refreshed_at: s.refreshed_at.map(rfc3339).unwrap_or_default(),
                     })
                     .collect();
                 Ok(ListUserSessionsResponse { sessions })

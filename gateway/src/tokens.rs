@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use keel_commands::identity_queries;
 use keel_commands::sessions::SessionGrant;
+use keel_commands::signing_keys::{self, NewSigningKey, SigningKeyRow};
 
 /// How often ended sessions are polled.
 const REVOCATION_POLL: Duration = Duration::from_millis(200);
@@ -91,14 +93,14 @@ impl std::fmt::Debug for TokenService {
     }
 }
 
-/// A new Ed25519 key: (kid, PKCS#8 DER, base64url public key).
-fn generate_key() -> (String, Vec<u8>, String) {
+/// A new Ed25519 key.
+fn generate_key() -> NewSigningKey {
     let key = SigningKey::from_bytes(&keel_commands::secret::random_bytes());
     let der = key.to_pkcs8_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
     let public = key.verifying_key().to_bytes();
     let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
     let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
-    (kid, der, x)
+    NewSigningKey { kid, private_pkcs8: der, public_x: x }
 }
 
 /// Adds a signing key. It is published at once and signs from `now + publish_ahead`;
@@ -109,49 +111,15 @@ pub async fn rotate_keys(
     publish_ahead: Duration,
     retire_after: Duration,
 ) -> Result<String, sqlx::Error> {
-    let (kid, der, x) = generate_key();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(7242009)").execute(&mut *tx).await?;
-    let signing_from: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO auth_signing_keys (kid, private_pkcs8, public_x, signing_from)
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING signing_from",
-    )
-    .bind(&kid)
-    .bind(der)
-    .bind(x)
-    .bind(publish_ahead.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE auth_signing_keys SET retires_at = $2 + make_interval(secs => $3)
-         WHERE kid <> $1 AND (retires_at IS NULL OR retires_at > $2 + make_interval(secs => $3))",
-    )
-    .bind(&kid)
-    .bind(signing_from)
-    .bind(retire_after.as_secs_f64())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let key = generate_key();
+    let kid = key.kid.clone();
+    signing_keys::add(pool, key, publish_ahead, retire_after).await?;
     Ok(kid)
 }
 
 /// Creates the first signing key if there is none.
 pub async fn ensure_key(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(7242009)").execute(&mut *tx).await?;
-    let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_signing_keys)").fetch_one(&mut *tx).await?;
-    if !any {
-        let (kid, der, x) = generate_key();
-        sqlx::query(
-            "INSERT INTO auth_signing_keys (kid, private_pkcs8, public_x, signing_from) VALUES ($1, $2, $3, now())",
-        )
-        .bind(kid)
-        .bind(der)
-        .bind(x)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
+    signing_keys::ensure(pool, generate_key).await
 }
 
 impl TokenService {
@@ -174,11 +142,7 @@ impl TokenService {
             verified: RwLock::new(HashMap::new()),
         };
         service.reload_keys().await?;
-        let all: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT session_id, expires_at FROM auth_sessions WHERE revoked_at IS NOT NULL AND expires_at > now()",
-        )
-        .fetch_all(&service.pool)
-        .await?;
+        let all = identity_queries::revoked_sessions(&service.pool).await?;
         service.revoked.write().map_err(|_| poisoned())?.extend(all);
         Ok(service)
     }
@@ -218,14 +182,7 @@ impl TokenService {
     async fn poll_revocations(&self, since: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, sqlx::Error> {
         let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&self.pool).await?;
         let since = since.unwrap_or(now);
-        let ended: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT session_id, expires_at FROM auth_sessions
-             WHERE revoked_at >= $1 - make_interval(secs => $2)",
-        )
-        .bind(since)
-        .bind(REVOCATION_OVERLAP_SECONDS)
-        .fetch_all(&self.pool)
-        .await?;
+        let ended = identity_queries::revoked_since(&self.pool, since, REVOCATION_OVERLAP_SECONDS).await?;
         let mut revoked = self.revoked.write().map_err(|_| poisoned())?;
         revoked.extend(ended);
         revoked.retain(|_, expires| *expires > now - chrono::Duration::minutes(1));
@@ -234,15 +191,10 @@ impl TokenService {
 
     /// Reloads the signing keys.
     pub async fn reload_keys(&self) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, Vec<u8>, String, bool)> = sqlx::query_as(
-            "SELECT kid, private_pkcs8, public_x, signing_from <= now() FROM auth_signing_keys
-             WHERE retires_at IS NULL OR retires_at > now() ORDER BY signing_from DESC, created_at DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = signing_keys::active(&self.pool).await?;
         let mut keys = Keys { signing: None, verifying: HashMap::new(), jwks: serde_json::Value::Null };
         let mut published = Vec::new();
-        for (kid, der, x, signs) in rows {
+        for SigningKeyRow { kid, private_pkcs8: der, public_x: x, signs } in rows {
             if signs && keys.signing.is_none() {
                 keys.signing = Some((kid.clone(), EncodingKey::from_ed_der(&der)));
             }
