@@ -17,7 +17,7 @@ use keel_domain::audit::{
     AGGREGATE_TYPE, AuditEntry, AuditEvent, AuditRecord, Break, CHECKPOINT_AGGREGATE, ChainVerifier, Checkpoint,
 };
 
-use crate::event_log::{self, LogSource};
+use super::event_log::{self, LogSource};
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Serialize)]

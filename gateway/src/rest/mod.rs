@@ -1,87 +1,92 @@
-//! The REST query API: router, authentication, correlation ids, health and
-//! read-your-writes. It reads read models only.
+//! The REST query API: one file per resource — each exporting its routes and its part
+//! of the OpenAPI document — and what they share: the state (`state`), extractors and
+//! helpers (`extract`), paging (`pagination`), problem documents (`problem`), the
+//! OpenAPI builder (`openapi`) and the flag cache (`flag_cache`). This module only
+//! composes the resources into one router and one document. It reads read models
+//! only (and records usage, audit records and health reports).
 
-use std::sync::Arc;
-use std::time::Duration;
+pub mod audit;
+pub mod auth;
+pub mod billing;
+pub mod extract;
+pub mod flag_cache;
+pub mod flags;
+pub mod health;
+pub mod ofrep;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod ready;
+pub mod routes;
+pub mod routing;
+pub mod state;
+pub mod tenants;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use sqlx::PgPool;
+use serde_json::{Value, json};
 use tracing::Instrument;
 
-use keel_domain::access::Principal;
-use keel_projections::progress::{Progress, has_passed};
+use extract::{CORRELATION_HEADER, CorrelationId};
+use openapi::ApiDoc;
+use problem::Problem;
+use routes::Routes;
+use state::AppState;
 
-use crate::auth::Authenticator;
-use crate::config::Settings;
-use crate::errors::Problem;
-use crate::ready::ReadyCheck;
+/// Where the OpenAPI document is served.
+const OPENAPI_PATH: &str = "/v1/openapi.json";
 
-/// The header a caller sets to read its own write.
-pub const MIN_POSITION_HEADER: &str = "x-keel-min-position";
-/// The correlation id header.
-pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// A resource: its routes, and its part of the OpenAPI document.
+type Resource = (fn() -> Routes, fn(&mut ApiDoc));
 
-/// What every REST handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// Runtime-role pool (row-level security applies).
-    pub pool: PgPool,
-    /// Credential checks.
-    pub auth: Arc<Authenticator>,
-    /// Dependency checks for /readyz.
-    pub ready: Arc<ReadyCheck>,
-    /// Settings.
-    pub settings: Arc<Settings>,
-    /// User commands (invitations, password resets).
-    pub users: Arc<keel_commands::users::UserCommands>,
-    /// Sessions (login, refresh, logout).
-    pub sessions: Arc<keel_commands::sessions::Sessions>,
-    /// Every tenant's flag snapshot, kept current.
-    pub flags: Arc<crate::flag_cache::FlagCache>,
-    /// The key of OFREP stream tokens (shared by all gateways).
-    pub stream_key: Arc<[u8; 32]>,
-    /// Deployment and routing commands (fleet health reports).
-    pub routing: Arc<keel_commands::routing::RoutingCommands>,
-    /// Usage recording.
-    pub billing: Arc<keel_commands::billing::BillingCommands>,
-    /// Fires when the process stops (ends open event streams).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-}
+/// Every resource.
+const RESOURCES: [Resource; 8] = [
+    (health::routes, health::openapi),
+    (auth::routes, auth::openapi),
+    (tenants::routes, tenants::openapi),
+    (flags::routes, flags::openapi),
+    (ofrep::routes, ofrep::openapi),
+    (routing::routes, routing::openapi),
+    (billing::routes, billing::openapi),
+    (audit::routes, audit::openapi),
+];
 
 /// The REST router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .merge(crate::rest_tenants::routes())
-        .merge(crate::rest_auth::routes())
-        .merge(crate::rest_flags::routes())
-        .merge(crate::rest_routing::routes())
-        .merge(crate::rest_billing::routes())
-        .merge(crate::rest_audit::routes())
+        .route(OPENAPI_PATH, get(|| async { Json(document()) }))
+        .merge(health::routes())
+        .merge(tenants::routes())
+        .merge(auth::routes())
+        .merge(flags::routes())
+        .merge(routing::routes())
+        .merge(billing::routes())
+        .merge(audit::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
-        .merge(crate::rest_ofrep::routes())
+        .merge(ofrep::routes())
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.ready.check().await;
-    let status = if readiness.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(readiness)).into_response()
+/// `GET /v1/openapi.json`: the REST API described as OpenAPI 3.1, gathered from the
+/// resources' parts.
+pub fn document() -> Value {
+    let mut doc = ApiDoc::new();
+    doc.operation(
+        OPENAPI_PATH,
+        "get",
+        json!({ "summary": "This document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } }),
+    );
+    for (_, part) in RESOURCES {
+        part(&mut doc);
+    }
+    doc.finish()
 }
 
 /// Takes or creates the correlation id, runs the request in a span carrying it,
@@ -123,133 +128,62 @@ async fn correlation(mut request: Request, next: Next) -> Response {
     .await
 }
 
-/// The request's correlation id, as the middleware chose it (and echoes it).
-#[derive(Debug, Clone)]
-pub struct CorrelationId(pub String);
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// The authenticated caller of a REST request.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+    use axum::routing::{MethodFilter, on};
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Problem;
+    use super::*;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        match state.auth.authenticate(header).await {
-            Ok(principal) => Ok(Caller(principal)),
-            Err(err) => {
-                tracing::info!(error = %err, "unauthenticated request");
-                Err(err.into())
-            }
-        }
+    const METHODS: [(&str, MethodFilter); 5] = [
+        ("get", MethodFilter::GET),
+        ("post", MethodFilter::POST),
+        ("put", MethodFilter::PUT),
+        ("patch", MethodFilter::PATCH),
+        ("delete", MethodFilter::DELETE),
+    ];
+
+    /// Whether `router` routes `method` of `path`: axum refuses (panics) to route it twice.
+    fn routes_method(router: &Router<AppState>, path: &str, method: MethodFilter) -> bool {
+        let probe = router.clone();
+        catch_unwind(AssertUnwindSafe(|| probe.route(path, on(method, || async {})))).is_err()
     }
-}
 
-/// `authorize` for REST: an app refused for a scope its key lacks gets `403 missing_scope`,
-/// and the refusal is recorded (audited).
-pub fn authorize_request(
-    state: &AppState,
-    principal: &Principal,
-    action: keel_domain::access::Action,
-    target: keel_domain::access::Target<'_>,
-) -> Result<(), Problem> {
-    keel_domain::access::authorize(principal, action, target).map_err(|denied| {
-        audit_denial(state, principal, action, target, denied);
-        denied_problem(state, principal, denied)
-    })
-}
-
-/// Records a refused REST request in the audit trail (in the background: the refusal
-/// is answered at once).
-fn audit_denial(
-    state: &AppState,
-    principal: &Principal,
-    action: keel_domain::access::Action,
-    target: keel_domain::access::Target<'_>,
-    denied: keel_domain::access::Denied,
-) {
-    let actor = principal.actor();
-    let tenant_id = target.tenant.map(|t| t.to_string());
-    let reason = match denied {
-        keel_domain::access::Denied::Hidden => "cross_tenant",
-        keel_domain::access::Denied::NotPermitted => "permission_denied",
-    };
-    let input = keel_domain::audit::AuditInput {
-        timestamp: chrono::Utc::now(),
-        resource: tenant_id.as_ref().map_or_else(|| "platform".to_string(), |t| format!("tenant/{t}")),
-        tenant_id,
-        actor_type: actor.kind.as_str().into(),
-        actor_id: actor.id,
-        action: keel_domain::audit::action_of(&format!("{action:?}")),
-        outcome: keel_domain::audit::Outcome::Failure,
-        reason: Some(reason.into()),
-        source: "keel".into(),
-        source_event_id: None,
-        metadata: serde_json::Map::from_iter([("api".to_string(), "rest".into())]),
-    };
-    let auth = state.auth.clone();
-    tokio::spawn(async move {
-        if let Err(err) = auth.audit().append(vec![input]).await {
-            tracing::error!(error = %err, "audit record of a refusal not written");
+    #[test]
+    fn each_resource_documents_exactly_the_operations_it_routes() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let mut mismatches = Vec::new();
+        for (routes, part) in RESOURCES {
+            let routes = routes();
+            let mut doc = ApiDoc::new();
+            part(&mut doc);
+            let documented: BTreeSet<(String, String)> = doc.operations().into_iter().collect();
+            let paths: Vec<&str> = routes.paths().to_vec();
+            let router = Router::from(routes);
+            let mut routed = BTreeSet::new();
+            for path in paths {
+                for (name, method) in METHODS {
+                    if routes_method(&router, path, method) {
+                        routed.insert((path.to_string(), name.to_string()));
+                    }
+                }
+            }
+            mismatches.extend(routed.symmetric_difference(&documented).cloned());
         }
-    });
-}
-
-/// The problem for a refused authorization (see [`authorize_request`]).
-pub fn denied_problem(state: &AppState, principal: &Principal, denied: keel_domain::access::Denied) -> Problem {
-    match denied {
-        keel_domain::access::Denied::NotPermitted if matches!(principal, Principal::App { .. }) => {
-            state.auth.api_keys().note_missing_scope(principal);
-            Problem::new(StatusCode::FORBIDDEN, "missing_scope", "this API key lacks the scope this needs")
-        }
-        other => Problem::from(other),
+        std::panic::set_hook(hook);
+        assert!(mismatches.is_empty(), "routed but not documented, or documented but not routed: {mismatches:?}");
     }
-}
 
-/// Read-your-writes: if the request carries `X-Keel-Min-Position: N`, waits (bounded)
-/// until read model `read_model` has applied everything up to position N.
-pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model: &str) -> Result<(), Problem> {
-    let Some(raw) = headers.get(MIN_POSITION_HEADER) else {
-        return Ok(());
-    };
-    let position: i64 = raw.to_str().ok().and_then(|s| s.trim().parse().ok()).filter(|p| *p >= 0).ok_or_else(|| {
-        Problem::bad_request("invalid_min_position", "X-Keel-Min-Position must be a position (a non-negative integer)")
-    })?;
-    let deadline = tokio::time::Instant::now() + state.settings.min_position_wait();
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match has_passed(&state.pool, read_model, &state.settings.events_topic, position).await? {
-            Progress::Passed => return Ok(()),
-            Progress::UnknownPosition => {
-                return Err(Problem::bad_request("unknown_position", "no event has this position"));
-            }
-            Progress::Pending if tokio::time::Instant::now() >= deadline => {
-                return Err(Problem::unavailable(
-                    "position_not_reached",
-                    "the read model has not reached this position yet; retry",
-                    1,
-                ));
-            }
-            Progress::Pending => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(25));
-            }
-        }
-    }
-}
-
-/// A JSON request body, or `400 invalid_body`.
-pub fn json_body(body: &axum::body::Bytes) -> Result<serde_json::Value, Problem> {
-    serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not JSON"))
-}
-
-/// An optional RFC 3339 query parameter `name` (empty = absent), or `400 invalid_<name>`.
-pub fn time_param(raw: Option<&str>, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Problem> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&chrono::Utc)))
-            .map_err(|_| Problem::bad_request(&format!("invalid_{name}"), format!("{name} must be an RFC 3339 time"))),
+    #[test]
+    fn the_document_lists_every_routed_path() {
+        let doc = document();
+        let documented: BTreeSet<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
+        let mut routed: BTreeSet<&str> = RESOURCES.iter().flat_map(|(routes, _)| routes().paths().to_vec()).collect();
+        routed.insert(OPENAPI_PATH);
+        assert_eq!(routed, documented);
+        assert_eq!(doc["openapi"], "3.1.0");
     }
 }
