@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::error::StartError;
 use super::services::Services;
-use super::{StartError, Tasks};
+use super::tasks::Tasks;
 use crate::config::Settings;
 use crate::grpc::apps::AppApi;
 use crate::grpc::billing::BillingApi;

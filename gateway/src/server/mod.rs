@@ -3,12 +3,16 @@
 //! pool, the workers (`workers`, `projectors`), the services both APIs share
 //! (`services`), then the REST and gRPC servers (`rest_server`, `grpc_server`).
 
+mod error;
 mod grpc_server;
 mod projectors;
 mod rest_server;
 mod services;
 pub mod sweeper;
+mod tasks;
 mod workers;
+
+pub use error::StartError;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use keel_projections::projector::ProjectorStatus;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
 use services::Services;
+use tasks::Tasks;
 
 /// Which background workers this process runs.
 #[derive(Debug, Clone, Copy)]
@@ -44,29 +49,6 @@ pub struct Workers {
 impl Workers {
     /// Everything.
     pub const ALL: Workers = Workers { relay: true, projectors: true, sweeper: true };
-}
-
-/// Why the process could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Postgres could not be reached.
-    #[error("postgres: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The Kafka client could not be configured.
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    /// A listener could not be bound.
-    #[error("listen: {0}")]
-    Listen(#[from] std::io::Error),
-    /// gRPC reflection could not be set up.
-    #[error("reflection: {0}")]
-    Reflection(String),
-    /// The mailer could not be set up.
-    #[error("mail: {0}")]
-    Mail(keel_commands::mail::MailError),
-    /// The database has not been migrated (a read model's schema is missing).
-    #[error("read model {0} has no schema yet: run `keel migrate` first")]
-    NotMigrated(&'static str),
 }
 
 /// A running Keel.
@@ -129,19 +111,6 @@ impl Running {
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }
-    }
-}
-
-/// The tasks a starting process spawns, and the signal that stops them.
-struct Tasks {
-    stop: watch::Receiver<bool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Tasks {
-    /// Spawns `task` (it watches `stop` itself).
-    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
-        self.handles.push(tokio::spawn(task));
     }
 }
 

@@ -9,7 +9,7 @@ use keel_projections::kafka::ConsumerSettings;
 use keel_projections::projector::{Projector, ProjectorStatus};
 use keel_projections::tenant_registry::TenantRegistry;
 
-use super::Tasks;
+use super::tasks::Tasks;
 use crate::config::Settings;
 
 /// The status of each projector (all idle when the process runs none).

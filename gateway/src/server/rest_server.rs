@@ -8,8 +8,9 @@ use tokio::net::TcpListener;
 
 use keel_commands::relay::RelayStatus;
 
+use super::error::StartError;
 use super::services::Services;
-use super::{StartError, Tasks};
+use super::tasks::Tasks;
 use crate::config::Settings;
 use crate::rest::ready::ReadyCheck;
 use crate::rest::router;

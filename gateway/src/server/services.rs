@@ -17,7 +17,8 @@ use keel_commands::tenants::TenantCommands;
 use keel_commands::throttle::ThrottlePolicy;
 use keel_commands::users::UserCommands;
 
-use super::{StartError, Tasks};
+use super::error::StartError;
+use super::tasks::Tasks;
 use crate::auth::Authenticator;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;

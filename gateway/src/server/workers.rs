@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use keel_commands::relay::{Relay, RelayConfig, RelayStatus};
 
-use super::Tasks;
 use super::services::Services;
+use super::tasks::Tasks;
 use crate::config::Settings;
 
 /// Spawns the relay if `run`; returns its status (idle when it does not run here).
