@@ -39,9 +39,9 @@ use keel_domain::audit::{
     self, AuditEntry, AuditEvent, AuditInput, ChainHead, Checkpoint, GENESIS, Outcome, action_of,
 };
 use keel_domain::envelope::{Actor, ActorType, EventEnvelope};
-use keel_gateway::audit_verify::{self, VerifyReport};
-use keel_gateway::event_log::LogSource;
-use keel_gateway::rest_audit::{CSV_HEADER, csv_row};
+use keel_gateway::offline::audit_verify::{self, VerifyReport};
+use keel_gateway::offline::event_log::LogSource;
+use keel_gateway::rest::audit::{CSV_HEADER, csv_row};
 use keel_tests::TestEnv;
 use keel_tests::bench::Keel;
 use serde_json::{Map, Value};

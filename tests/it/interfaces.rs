@@ -1,4 +1,4 @@
-//! Health, readiness, OpenAPI, gRPC reflection (v1 and v1alpha), gRPC health and gRPC-Web.
+//! Health, readiness, OpenAPI, gRPC reflection (v1 and v1alpha, listing gRPC health too), gRPC health and gRPC-Web.
 
 use keel_gateway::proto::ProvisionTenantResponse;
 use keel_tests::TestEnv;
@@ -91,6 +91,38 @@ async fn grpc_health_and_reflection_answer() {
     let response = stream.message().await.expect("message").expect("response");
     assert!(
         matches!(response.message_response, Some(AlphaResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty())
+    );
+    keel.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_grpc_health_and_describes_it() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let endpoint = format!("http://{}", keel.grpc_addr);
+    let channel = tonic::transport::Channel::from_shared(endpoint).expect("uri").connect().await.expect("connect");
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as V1;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Request;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1Response;
+    let mut v1 = V1::new(channel);
+    let requests =
+        [V1Request::ListServices(String::new()), V1Request::FileContainingSymbol("grpc.health.v1.Health".into())].map(
+            |message| tonic_reflection::pb::v1::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(message),
+            },
+        );
+    let mut stream =
+        v1.server_reflection_info(futures::stream::iter(requests)).await.expect("reflection v1").into_inner();
+    let listed = stream.message().await.expect("message").expect("response");
+    let Some(V1Response::ListServicesResponse(list)) = listed.message_response else {
+        panic!("unexpected reflection answer")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    let described = stream.message().await.expect("message").expect("response");
+    assert!(
+        matches!(described.message_response, Some(V1Response::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty())
     );
     keel.stop().await;
 }

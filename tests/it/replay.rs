@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
-use keel_gateway::event_log::LogSource;
+use keel_gateway::offline::event_log::LogSource;
+use keel_gateway::offline::tenant_replay::{ReplayedTenant, replay_tenant};
 use keel_gateway::proto::flag_service_client::FlagServiceClient;
 use keel_gateway::proto::{
     ChangePlanRequest, ChangeUserRoleRequest, DefineFlagRequest, InviteUserRequest, ListUsersRequest,
     SetEntitlementOverrideRequest, SetTenantFlagRequest,
 };
-use keel_gateway::tenant_replay::{ReplayedTenant, replay_tenant};
 use keel_tests::TestEnv;
 use serde_json::{Value, json};
 use tonic::transport::Channel;

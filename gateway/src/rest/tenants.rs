@@ -1,32 +1,59 @@
 //! REST `/v1/control-plane/tenants`: the tenant registry read model.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use keel_domain::access::{Action, Principal, Target, authorize};
+use keel_domain::access::{Action, Target, authorize};
 use keel_domain::ids::TenantId;
 use keel_domain::plan::Plan;
-use keel_projections::tenant_registry::{self, ListFilter, Scope, TenantRow};
+use keel_projections::tenant_registry::{self, ListFilter, TenantRow};
 
-use crate::errors::Problem;
-use crate::rest::{AppState, Caller, wait_for_position};
+use super::extract::{Caller, scope, wait_for_position};
+use super::openapi::{ApiDoc, errors, min_position, ok, problem};
+use super::pagination::{encode_cursor, page_after, page_limit};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 
-/// Largest page.
-pub const MAX_LIMIT: i64 = 200;
-/// Page size when none is asked for.
-pub const DEFAULT_LIMIT: i64 = 50;
 const STATUSES: [&str; 4] = ["active", "suspended", "pending_deletion", "purged"];
 
-/// The routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The tenant routes.
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/control-plane/tenants", get(list))
         .route("/v1/control-plane/tenants/{tenant_id}", get(get_one))
+}
+
+/// The tenant part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<TenantRow>().schema::<TenantPage>();
+    doc.operation("/v1/control-plane/tenants", "get", json!({
+        "summary": "List tenants (operators and auditors)",
+        "parameters": [
+            { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["active", "suspended", "pending_deletion", "purged"] } },
+            { "name": "plan", "in": "query", "schema": { "type": "string", "enum": ["free", "pro", "enterprise"] } },
+            { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" },
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 200, "default": 50 } },
+            min_position()
+        ],
+        "responses": errors([("200", ok("TenantPage"))])
+    }));
+    doc.operation("/v1/control-plane/tenants/{tenant_id}", "get", json!({
+        "summary": "One tenant",
+        "parameters": [
+            { "name": "tenant_id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^tnt_[0-9a-z]{26}$" } },
+            min_position()
+        ],
+        "responses": errors([
+            ("200", ok("TenantRow")),
+            ("404", problem("No such tenant (or not visible to the caller)")),
+            ("410", problem("The tenant was purged")),
+        ])
+    }));
 }
 
 /// Query parameters of the list.
@@ -46,26 +73,6 @@ pub struct TenantPage {
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
-}
-
-pub fn scope(principal: &Principal) -> Scope {
-    match principal {
-        // An app reaches a read only through `authorize`, which limits it to its key's scopes.
-        Principal::Operator { .. } | Principal::Auditor { .. } | Principal::App { .. } => Scope::Platform,
-        Principal::TenantUser { tenant_id, .. } => Scope::Tenant(tenant_id.to_string()),
-    }
-}
-
-/// A page cursor naming the last tenant id of a page.
-pub fn encode_cursor(tenant_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tenant_id)
-}
-
-/// The tenant id a cursor names, if it is one.
-pub fn decode_cursor(cursor: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let id = String::from_utf8(bytes).ok()?;
-    id.parse::<TenantId>().ok().map(|t| t.to_string())
 }
 
 async fn list(
@@ -91,14 +98,8 @@ async fn list(
             Some(p.parse::<Plan>().map_err(|e| Problem::bad_request("invalid_plan", e.to_string()))?.to_string())
         }
     };
-    let after = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| Problem::bad_request("invalid_cursor", "cursor is not valid"))?),
-    };
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let after = page_after(params.cursor.as_deref())?;
+    let limit = page_limit(params.limit)?;
     wait_for_position(&state, &headers, tenant_registry::NAME).await?;
     let filter = ListFilter { status, plan, after, limit };
     let mut items = tenant_registry::list(&state.pool, &scope(&principal), &filter).await?;
@@ -124,17 +125,4 @@ async fn get_one(
         return Err(Problem::new(StatusCode::GONE, "tenant_purged", "the tenant was deleted"));
     }
     Ok(Json(row))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let id = TenantId::from_ulid(ulid::Ulid::new()).to_string();
-        assert_eq!(decode_cursor(&encode_cursor(&id)), Some(id));
-        assert_eq!(decode_cursor("not base64!"), None);
-        assert_eq!(decode_cursor(&encode_cursor("'; DROP TABLE x")), None);
-    }
 }

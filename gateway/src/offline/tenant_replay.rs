@@ -37,8 +37,8 @@ use keel_projections::flag_snapshots::{self, DefinitionRow, FlagSnapshot, FlagSn
 use keel_projections::read_model::decode_payload;
 use keel_projections::tenant_registry::{self, TenantRegistry, TenantRow};
 
-use crate::event_log::{self, LogError, LogSource};
-use crate::rest_flags::{EntitlementItem, entitlement_items};
+use super::event_log::{self, LogError, LogSource};
+use crate::rest::flags::{EntitlementItem, entitlement_items};
 
 /// One user of the tenant, as `ListUsers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

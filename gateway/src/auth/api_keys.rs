@@ -21,7 +21,7 @@ use keel_domain::app::{AppCommand, Scope};
 use keel_domain::envelope::Actor;
 use keel_domain::ids::{ApiKeyId, AppId};
 
-use crate::auth::AuthError;
+use super::error::AuthError;
 
 /// How often the gateway asks whether the key index changed.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);

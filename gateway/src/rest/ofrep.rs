@@ -14,13 +14,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -30,9 +30,12 @@ use sha2::Sha256;
 use keel_domain::access::{Action, Denied, Principal, Target, authorize};
 use keel_domain::ids::TenantId;
 
-use crate::errors::Problem;
-use crate::flag_cache::Served;
-use crate::rest::AppState;
+use super::extract::denied_problem;
+use super::flag_cache::Served;
+use super::openapi::ApiDoc;
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 
 /// How long a stream token in an advertised SSE URL stays valid.
 const STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -42,11 +45,36 @@ const STREAM_RECHECK: Duration = Duration::from_secs(5);
 const INACTIVITY_DELAY_SEC: u64 = 120;
 
 /// The OFREP routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/ofrep/v1/evaluate/flags", post(bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(single))
         .route("/ofrep/v1/events", get(events))
+}
+
+/// The OFREP part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.operation("/ofrep/v1/evaluate/flags", "post", json!({
+        "summary": "OFREP bulk evaluation (OpenFeature Remote Evaluation Protocol); context.targetingKey is the tenant id; ETag / If-None-Match; advertises an SSE stream (eventStreams)",
+        "responses": { "200": { "description": "OFREP bulk response" }, "304": { "description": "Not modified" }, "400": { "description": "OFREP error (errorCode, errorDetails)" }, "401": { "description": "problem+json" }, "403": { "description": "problem+json" } }
+    }));
+    doc.operation("/ofrep/v1/evaluate/flags/{key}", "post", json!({
+        "summary": "OFREP single-flag evaluation",
+        "parameters": [ { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
+        "responses": { "200": { "description": "OFREP evaluation" }, "400": { "description": "OFREP error" }, "404": { "description": "FLAG_NOT_FOUND" } }
+    }));
+    doc.operation(
+        "/ofrep/v1/events",
+        "get",
+        json!({
+            "summary": "SSE stream of refetchEvaluation events for one tenant (the URL advertised in eventStreams)",
+            "parameters": [
+                { "name": "tenant", "in": "query", "required": true, "schema": { "type": "string" } },
+                { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } }
+            ],
+            "responses": { "200": { "description": "text/event-stream" } }
+        }),
+    );
 }
 
 /// An OFREP error answer.
@@ -149,7 +177,7 @@ fn served(state: &AppState, principal: &Principal, tenant: &TenantId) -> Result<
     authorize(principal, Action::ReadFlags, Target { tenant: Some(tenant), plan: None }).map_err(
         |denied| match denied {
             Denied::Hidden => unknown_tenant().into(),
-            denied => Refusal::Problem(crate::rest::denied_problem(state, principal, denied)),
+            denied => Refusal::Problem(denied_problem(state, principal, denied)),
         },
     )?;
     let served = state.flags.get(tenant.as_str()).ok_or_else(unknown_tenant)?;

@@ -1,5 +1,17 @@
-//! What every gRPC service shares: correlation ids, and the authenticate → authorize →
-//! command-context sequence around each call.
+//! The gRPC command API (`keel.v1`): one file per service, and what they share —
+//! correlation ids, the authenticate → authorize → command-context sequence around
+//! each call with its audit record (here), status mapping (`status`), request and
+//! answer fields (`fields`) and the server's layers (`layers`).
+
+pub mod apps;
+pub mod billing;
+pub mod fields;
+pub mod flags;
+pub mod layers;
+pub mod routing;
+pub mod status;
+pub mod tenants;
+pub mod users;
 
 use tonic::{Response, Status};
 use tracing::Instrument;
@@ -10,7 +22,7 @@ use keel_domain::audit::{AuditInput, Outcome};
 use keel_domain::ids::TenantId;
 
 use crate::auth::Authenticator;
-use crate::errors::{auth_status, denied_status};
+use status::{auth_status, denied_status, keel_code};
 
 /// The correlation id of a request: `x-correlation-id` if sane, else a new one.
 pub fn correlation_id(metadata: &tonic::metadata::MetadataMap) -> String {
@@ -29,97 +41,6 @@ pub const PEER_KEY: &str = "x-keel-peer";
 /// The metadata key on answers whose call [`run`] recorded in the audit trail; the
 /// [`AuditRefusals`] layer records the others (refused before `run`, e.g. bad input).
 pub const AUDITED_KEY: &str = "x-keel-audited";
-
-/// A layer that records, in the audit trail, every refused gRPC call that did not reach
-/// [`run`] (malformed arguments are refused before it): so every refusal is recorded.
-#[derive(Clone)]
-pub struct AuditRefusals {
-    auth: std::sync::Arc<crate::auth::Authenticator>,
-}
-
-impl AuditRefusals {
-    /// The layer, authenticating callers with `auth` to name them.
-    pub fn new(auth: std::sync::Arc<crate::auth::Authenticator>) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> tower::Layer<S> for AuditRefusals {
-    type Service = AuditRefusalsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuditRefusalsService { inner, auth: self.auth.clone() }
-    }
-}
-
-/// The service of [`AuditRefusals`].
-#[derive(Clone)]
-pub struct AuditRefusalsService<S> {
-    inner: S,
-    auth: std::sync::Arc<crate::auth::Authenticator>,
-}
-
-impl<S, B, R> tower::Service<axum::http::Request<B>> for AuditRefusalsService<S>
-where
-    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let rpc = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
-        let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
-        let auth = self.auth.clone();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            let headers = response.headers();
-            let status = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
-            let refused = status.is_some_and(|code| code != 0) && !headers.contains_key(AUDITED_KEY);
-            if refused && !rpc.is_empty() {
-                let code = tonic::Code::from_i32(status.unwrap_or(2));
-                let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let mut refusal = Status::new(code, message);
-                if let Some(keel_code) = headers.get("x-keel-error-code").and_then(|v| v.to_str().ok())
-                    && let Ok(value) = keel_code.parse()
-                {
-                    refusal.metadata_mut().insert("x-keel-error-code", value);
-                }
-                let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-                let principal = auth.authenticate(header).await.ok();
-                let correlation = correlation_id(&metadata);
-                let record = audit_input(&rpc, &metadata, &correlation, principal.as_ref(), None, Err(&refusal));
-                if let Err(err) = auth.audit().append(vec![record]).await {
-                    tracing::error!(error = %err, rpc, "audit record of a refusal not written");
-                }
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// Stamps each gRPC request with its connection's remote address ([`PEER_KEY`]).
-pub fn stamp_peer(mut request: axum::http::Request<tonic::body::Body>) -> axum::http::Request<tonic::body::Body> {
-    let peer = request
-        .extensions()
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.ip().to_string());
-    let headers = request.headers_mut();
-    headers.remove(PEER_KEY);
-    if let Some(value) = peer.and_then(|p| axum::http::HeaderValue::from_str(&p).ok()) {
-        headers.insert(PEER_KEY, value);
-    }
-    request
-}
 
 /// The audit record of a gRPC call: who, what, on which tenant, and how it ended.
 fn audit_input(
@@ -156,8 +77,7 @@ fn audit_input(
     let (outcome, reason) = match outcome {
         Ok(()) => (Outcome::Success, None),
         Err(status) => {
-            let code =
-                crate::errors::keel_code(status).unwrap_or_else(|| format!("{:?}", status.code()).to_lowercase());
+            let code = keel_code(status).unwrap_or_else(|| format!("{:?}", status.code()).to_lowercase());
             (Outcome::Failure, Some(code))
         }
     };

@@ -13,8 +13,9 @@ use keel_domain::ids::TenantId;
 use keel_domain::plan::{Plan, UnknownPlan};
 use keel_domain::tenant::{TenantCommand, TenantError};
 
+use super::fields::tenant_id;
+use super::status::{invalid_argument, status};
 use crate::auth::Authenticator;
-use crate::errors::{invalid_argument, status};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{
     ChangePlanRequest, CommandResponse, ProvisionTenantRequest, ProvisionTenantResponse, ReactivateTenantRequest,
@@ -33,11 +34,6 @@ impl TenantApi {
     pub fn new(commands: Arc<TenantCommands>, auth: Arc<Authenticator>) -> Self {
         Self { commands, auth }
     }
-}
-
-/// Parses a tenant id argument.
-pub fn tenant_id(raw: &str) -> Result<TenantId, Status> {
-    raw.trim().parse().map_err(|_| invalid_argument("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))
 }
 
 /// An optional string field: empty (or blank) means none.
@@ -60,7 +56,7 @@ impl TenantApi {
         F: FnOnce(CommandContext, Principal) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        crate::grpc::run(&self.auth, rpc, metadata, action, target, idempotency_key, body).await
+        super::run(&self.auth, rpc, metadata, action, target, idempotency_key, body).await
     }
 
     async fn lifecycle(

@@ -4,28 +4,57 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use serde_json::json;
 
 use keel_domain::access::{Action, Target};
 use keel_domain::catalog::EntitlementKind;
 use keel_domain::ids::TenantId;
 use keel_projections::flag_snapshots::{self, FlagSnapshot};
 
-use crate::errors::Problem;
-use crate::flag_cache::Served;
-use crate::rest::{AppState, Caller, MIN_POSITION_HEADER, authorize_request, wait_for_position};
+use super::extract::{Caller, MIN_POSITION_HEADER, authorize_request, wait_for_position};
+use super::flag_cache::Served;
+use super::openapi::{ApiDoc, errors, min_position, ok};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 
 /// The flag and entitlement routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/tenants/{id}/flags", get(flags))
         .route("/v1/control-plane/tenants/{id}/entitlements", get(entitlements))
+}
+
+/// The flag and entitlement part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<FlagSnapshot>().schema::<Entitlements>();
+    doc.operation("/v1/tenants/{id}/flags", "get", json!({
+        "summary": "A tenant's flag snapshot: effective flags and entitlements, version and checksum (tenant users, operators, auditors, flags:read keys); ETag, If-None-Match gives 304; 422 tenant_suspended / tenant_pending_deletion, 410 tenant_purged",
+        "parameters": [
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+            { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+            min_position()
+        ],
+        "responses": errors([
+            ("200", ok("FlagSnapshot")),
+            ("304", json!({ "description": "Not modified" })),
+        ])
+    }));
+    doc.operation("/v1/control-plane/tenants/{id}/entitlements", "get", json!({
+        "summary": "A tenant's entitlements: plan grants and overrides, each with its source, who changed it and when",
+        "parameters": [
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+            min_position()
+        ],
+        "responses": errors([("200", ok("Entitlements"))])
+    }));
 }
 
 /// One entitlement as listed.

@@ -3,15 +3,15 @@
 //! the signed checkpoints and the public keys that verify them. No API changes or
 //! deletes a record.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use keel_commands::audit::AppRecord;
 use keel_domain::access::{Action, Principal, Target};
@@ -20,9 +20,11 @@ use keel_domain::ids::TenantId;
 use keel_projections::audit_trail::{self, AuditFilter, ListedRecord};
 use keel_projections::tenant_registry::Scope;
 
-use crate::errors::Problem;
-use crate::rest::{AppState, Caller, authorize_request, json_body, time_param, wait_for_position};
-use crate::rest_tenants::scope;
+use super::extract::{Caller, authorize_request, json_body, scope, time_param, wait_for_position};
+use super::openapi::{ApiDoc, body, errors, min_position, ok};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -32,8 +34,8 @@ const EXPORT_PAGE: i64 = 1000;
 const MAX_BATCH: usize = 1000;
 
 /// The audit routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/audit/events", get(list).post(record_one))
         .route(
             "/v1/audit/events:batch",
@@ -42,6 +44,68 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/audit/export.csv", get(export))
         .route("/v1/audit/checkpoints", get(checkpoints))
         .route("/v1/audit/keys", get(keys))
+}
+
+/// The audit part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<AuditPage>().schema::<AppAuditEvent>().schema::<keel_domain::audit::Checkpoint>();
+    let filters = json!([
+        { "name": "tenant_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "actor_id", "in": "query", "schema": { "type": "string" } },
+        { "name": "action", "in": "query", "schema": { "type": "string" }, "description": "e.g. tenant.suspend, session.login" },
+        { "name": "resource", "in": "query", "schema": { "type": "string" } },
+        { "name": "outcome", "in": "query", "schema": { "enum": ["success", "failure"] } },
+        { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+        { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+        min_position()
+    ]);
+    let mut listing = filters.as_array().cloned().unwrap_or_default();
+    listing.push(json!({ "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" }));
+    listing.push(json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }));
+    doc.operation(
+        "/v1/audit/events",
+        "get",
+        json!({
+            "summary": "Audit records, oldest first (auditors and operators: every tenant; a tenant's owner: its own)",
+            "parameters": listing,
+            "responses": errors([("200", ok("AuditPage"))])
+        }),
+    );
+    doc.operation(
+        "/v1/audit/events",
+        "post",
+        json!({
+            "summary": "An app's own audit record (API keys with audit:write); idempotent by event_id",
+            "requestBody": body("AppAuditEvent"),
+            "responses": errors([
+                ("201", json!({ "description": "Recorded" })),
+                ("200", json!({ "description": "Recorded before (duplicate)" })),
+            ])
+        }),
+    );
+    doc.operation("/v1/audit/events:batch", "post", json!({
+        "summary": "Up to 1,000 app audit records ({\"events\": [...]}); each answered accepted, duplicate or rejected",
+        "responses": errors([("200", json!({ "description": "Per-record results" }))])
+    }));
+    doc.operation("/v1/audit/export.csv", "get", json!({
+        "summary": "The audit records as CSV, streamed in chain order (verifiable offline with keel audit verify --csv)",
+        "parameters": filters,
+        "responses": errors([("200", json!({ "description": "text/csv" }))])
+    }));
+    doc.operation("/v1/audit/checkpoints", "get", json!({
+        "summary": "Every signed checkpoint of the chain heads (auditors and operators)",
+        "responses": errors([("200", json!({ "description": "A list of Checkpoint",
+            "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } } } } }))])
+    }));
+    doc.operation(
+        "/v1/audit/keys",
+        "get",
+        json!({
+            "summary": "The Ed25519 public keys that verify checkpoints (public)",
+            "security": [],
+            "responses": { "200": { "description": "{algorithm, keys: [{key_id, public_key}]}" } }
+        }),
+    );
 }
 
 /// Query parameters of the views.

@@ -1,7 +1,7 @@
 //! Authentication: bearer credentials to principals. Users present access tokens
-//! (JWTs, see `tokens.rs`); the bootstrap operator token that `make up` creates on
+//! (JWTs, see `tokens`); the bootstrap operator token that `make up` creates on
 //! first start works until the first operator account exists (`keel operator create`).
-//! Managed apps present API keys (`keel_ak_…`, see `api_keys.rs`).
+//! Managed apps present API keys (`keel_ak_…`, see `api_keys`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,53 +13,19 @@ use keel_commands::operator_credentials;
 use keel_domain::access::{Principal, TenantRole};
 use keel_domain::directory::UserRole;
 
-use crate::api_keys::ApiKeys;
-use crate::tokens::{TokenError, TokenService};
+pub mod api_keys;
+mod error;
+pub mod tokens;
+
+pub use error::AuthError;
+
+use api_keys::ApiKeys;
+use tokens::{TokenError, TokenService};
 
 /// How long a verified credential is trusted without asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Prefix of operator tokens (so secret scanners can find leaked ones).
 pub const OPERATOR_TOKEN_PREFIX: &str = "keel_op_";
-
-/// Why a caller is not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No `authorization: Bearer …` was sent.
-    #[error("missing bearer credential")]
-    Missing,
-    /// The credential is unknown, malformed or revoked.
-    #[error("invalid credential")]
-    Invalid,
-    /// The access token's session has ended (logout, revocation, role change, …).
-    #[error("session has ended; sign in again")]
-    SessionEnded,
-    /// The credential store could not be asked.
-    #[error("authentication is temporarily unavailable")]
-    Unavailable,
-    /// The API key was revoked.
-    #[error("API key has been revoked")]
-    KeyRevoked,
-    /// The API key is past its expiry.
-    #[error("API key has expired")]
-    KeyExpired,
-    /// The API key's app is disabled.
-    #[error("the app is disabled")]
-    AppDisabled,
-}
-
-impl AuthError {
-    /// The stable code callers see for API-key refusals.
-    pub fn code(self) -> &'static str {
-        match self {
-            AuthError::Missing | AuthError::Invalid => "unauthenticated",
-            AuthError::SessionEnded => "session_expired",
-            AuthError::Unavailable => "unavailable",
-            AuthError::KeyRevoked => "key_revoked",
-            AuthError::KeyExpired => "key_expired",
-            AuthError::AppDisabled => "app_disabled",
-        }
-    }
-}
 
 /// Turns bearer credentials into principals.
 #[derive(Debug)]
@@ -173,6 +139,14 @@ impl Authenticator {
     }
 }
 
+/// The agent a health report comes from: an API key's app, else the id the caller gives.
+pub fn agent_of(principal: &Principal, requested: &str) -> String {
+    match principal {
+        Principal::App { id, .. } => id.clone(),
+        _ => requested.to_string(),
+    }
+}
+
 /// Creates a platform operator or auditor with a password; returns the user id.
 pub async fn create_platform_user(pool: &PgPool, email: &str, password: &str, role: &str) -> Result<String, String> {
     use keel_commands::bus::CommandContext;
@@ -222,5 +196,12 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(OPERATOR_TOKEN_PREFIX));
         assert_eq!(hash_token(&a).len(), 64);
+    }
+
+    #[test]
+    fn an_api_key_reports_as_its_app() {
+        let app = Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Default::default() };
+        assert_eq!(agent_of(&app, "spoofed"), "app_1");
+        assert_eq!(agent_of(&Principal::Operator { id: "op".into() }, "edge-7"), "edge-7");
     }
 }

@@ -1,127 +1,24 @@
-//! The REST query API: router, authentication, correlation ids, health and
-//! read-your-writes. It reads read models only.
+//! What REST handlers share: the caller and the correlation id as extractors, the
+//! authorization check with its audited refusals, read-your-writes, and the parsing of
+//! bodies and parameters. No resource borrows a helper from another.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use sqlx::PgPool;
-use tracing::Instrument;
+use axum::http::{HeaderMap, StatusCode, header};
 
 use keel_domain::access::Principal;
 use keel_projections::progress::{Progress, has_passed};
+use keel_projections::tenant_registry::Scope;
 
-use crate::auth::Authenticator;
-use crate::config::Settings;
-use crate::errors::Problem;
-use crate::ready::ReadyCheck;
+use super::problem::Problem;
+use super::state::AppState;
 
 /// The header a caller sets to read its own write.
 pub const MIN_POSITION_HEADER: &str = "x-keel-min-position";
 /// The correlation id header.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
-
-/// What every REST handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// Runtime-role pool (row-level security applies).
-    pub pool: PgPool,
-    /// Credential checks.
-    pub auth: Arc<Authenticator>,
-    /// Dependency checks for /readyz.
-    pub ready: Arc<ReadyCheck>,
-    /// Settings.
-    pub settings: Arc<Settings>,
-    /// User commands (invitations, password resets).
-    pub users: Arc<keel_commands::users::UserCommands>,
-    /// Sessions (login, refresh, logout).
-    pub sessions: Arc<keel_commands::sessions::Sessions>,
-    /// Every tenant's flag snapshot, kept current.
-    pub flags: Arc<crate::flag_cache::FlagCache>,
-    /// The key of OFREP stream tokens (shared by all gateways).
-    pub stream_key: Arc<[u8; 32]>,
-    /// Deployment and routing commands (fleet health reports).
-    pub routing: Arc<keel_commands::routing::RoutingCommands>,
-    /// Usage recording.
-    pub billing: Arc<keel_commands::billing::BillingCommands>,
-    /// Fires when the process stops (ends open event streams).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-}
-
-/// The REST router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .merge(crate::rest_tenants::routes())
-        .merge(crate::rest_auth::routes())
-        .merge(crate::rest_flags::routes())
-        .merge(crate::rest_routing::routes())
-        .merge(crate::rest_billing::routes())
-        .merge(crate::rest_audit::routes())
-        .fallback(|| async { Problem::not_found() })
-        .layer(axum::middleware::from_fn(correlation))
-        // The hot path: no per-request span or log line.
-        .merge(crate::rest_ofrep::routes())
-        .with_state(state)
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.ready.check().await;
-    let status = if readiness.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(readiness)).into_response()
-}
-
-/// Takes or creates the correlation id, runs the request in a span carrying it,
-/// echoes it in the response and writes it into problem documents.
-async fn correlation(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    request.extensions_mut().insert(CorrelationId(id.clone()));
-    let span =
-        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
-    async move {
-        let mut response = next.run(request).await;
-        tracing::info!(status = response.status().as_u16(), "request served");
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert(CORRELATION_HEADER, value);
-        }
-        let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
-        if !is_problem {
-            return response;
-        }
-        let (parts, body) = response.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-            return Response::from_parts(parts, Body::empty());
-        };
-        let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if let Some(map) = doc.as_object_mut() {
-            map.insert("correlation_id".into(), id.clone().into());
-        }
-        let mut parts = parts;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        Response::from_parts(parts, Body::from(serde_json::to_vec(&doc).unwrap_or_default()))
-    }
-    .instrument(span)
-    .await
-}
 
 /// The request's correlation id, as the middleware chose it (and echoes it).
 #[derive(Debug, Clone)]
@@ -251,5 +148,14 @@ pub fn time_param(raw: Option<&str>, name: &str) -> Result<Option<chrono::DateTi
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&chrono::Utc)))
             .map_err(|_| Problem::bad_request(&format!("invalid_{name}"), format!("{name} must be an RFC 3339 time"))),
+    }
+}
+
+/// The rows `principal` may read: every tenant's, or its own tenant's only.
+pub fn scope(principal: &Principal) -> Scope {
+    match principal {
+        // An app reaches a read only through `authorize`, which limits it to its key's scopes.
+        Principal::Operator { .. } | Principal::Auditor { .. } | Principal::App { .. } => Scope::Platform,
+        Principal::TenantUser { tenant_id, .. } => Scope::Tenant(tenant_id.to_string()),
     }
 }

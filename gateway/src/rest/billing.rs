@@ -6,11 +6,11 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use keel_commands::billing::{BatchResult, EventResult, Outcome};
 use keel_commands::bus::{CommandContext, CommandError};
@@ -21,9 +21,11 @@ use keel_projections::billing_ledger::{self, ExportRange, Granularity, LedgerEve
 use keel_projections::billing_rollups::{self, Reader, RollupRow, Width};
 use keel_projections::tenant_registry::Scope;
 
-use crate::errors::Problem;
-use crate::rest::{AppState, Caller, CorrelationId, authorize_request, json_body, time_param, wait_for_position};
-use crate::rest_tenants::scope;
+use super::extract::{Caller, CorrelationId, authorize_request, json_body, scope, time_param, wait_for_position};
+use super::openapi::{ApiDoc, body, errors, min_position, ok, problem};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 
 /// Rows fetched per export page (the most an export holds in memory).
 const EXPORT_PAGE: i64 = 1000;
@@ -31,12 +33,80 @@ const EXPORT_PAGE: i64 = 1000;
 const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 
 /// The billing routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/billing/events", post(record_one).get(export))
         .route("/v1/billing/events:batch", post(record_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/billing/usage", get(usage))
         .route("/v1/control-plane/billing/rollups", get(rollups))
+}
+
+/// The billing part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<UsageEventBody>()
+        .schema::<UsageBatchBody>()
+        .schema::<Recorded>()
+        .schema::<BatchAnswer>()
+        .schema::<UsageReport>()
+        .schema::<Rollups>()
+        .schema::<LedgerEvent>();
+    doc.operation(
+        "/v1/billing/events",
+        "post",
+        json!({
+            "summary": "Report one usage event (API keys with billing:write); durable before the answer",
+            "requestBody": body("UsageEventBody"),
+            "responses": errors([
+                ("201", ok("Recorded")),
+                ("200", ok("Recorded")),
+                ("404", problem("unknown_tenant or tenant_purged")),
+                ("409", problem("event_id_conflict: the id was used for a different event")),
+            ])
+        }),
+    );
+    doc.operation("/v1/billing/events", "get", json!({
+        "summary": "Export a tenant's raw usage events in log order (billing:read keys, operators, auditors, the tenant's owner), streamed; each row carries its cursor",
+        "parameters": [
+            { "name": "tenant_id", "in": "query", "required": true, "schema": { "type": "string" } },
+            { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Usage at or after this time" },
+            { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Usage before this time" },
+            { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "The cursor of the last row you have: the export resumes after it" },
+            { "name": "format", "in": "query", "schema": { "enum": ["ndjson", "csv"] }, "description": "Default ndjson, or csv with Accept: text/csv" },
+            min_position()
+        ],
+        "responses": errors([
+            ("200", json!({ "description": "application/x-ndjson (one LedgerEvent plus cursor per line) or text/csv",
+                "content": { "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } } } })),
+            ("404", problem("Another tenant's ledger")),
+        ])
+    }));
+    doc.operation("/v1/billing/events:batch", "post", json!({
+        "summary": "Report up to 1,000 usage events; each is answered accepted, duplicate or rejected (with its reason)",
+        "requestBody": body("UsageBatchBody"),
+        "responses": errors([("200", ok("BatchAnswer"))])
+    }));
+    doc.operation("/v1/billing/usage", "get", json!({
+        "summary": "A tenant's usage totals per event type and hour or day (UTC buckets of the usage time)",
+        "parameters": [
+            { "name": "tenant_id", "in": "query", "required": true, "schema": { "type": "string" } },
+            { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: a day before to" },
+            { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: now" },
+            { "name": "granularity", "in": "query", "schema": { "enum": ["hour", "day"], "default": "hour" }, "description": "hour: at most 31 days; day: at most 5 years" },
+            min_position()
+        ],
+        "responses": errors([("200", ok("UsageReport"))])
+    }));
+    doc.operation("/v1/control-plane/billing/rollups", "get", json!({
+        "summary": "Cross-tenant usage totals by event type × plan × industry × region (operators only; allowlisted event types only)",
+        "parameters": [
+            { "name": "granularity", "in": "query", "schema": { "enum": ["minute", "hour"], "default": "minute" }, "description": "minute: at most 1 day; hour: at most 31 days" },
+            { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: an hour before to" },
+            { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Default: now" },
+            { "name": "event_type", "in": "query", "schema": { "type": "string" } },
+            min_position()
+        ],
+        "responses": errors([("200", ok("Rollups"))])
+    }));
 }
 
 /// The answer for one recorded event.

@@ -4,13 +4,13 @@
 //! API key (a command mirror of `RoutingService.ReportHealth`).
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use keel_commands::bus::CommandContext;
 use keel_commands::idempotency::MAX_KEY_LEN;
@@ -19,22 +19,81 @@ use keel_domain::access::{Action, Target, authorize};
 use keel_domain::ids::TenantId;
 use keel_projections::routing::{self, FleetFilter, SnapshotRow, TenantHealth};
 
-use crate::errors::Problem;
-use crate::grpc_routing::agent_of;
-use crate::rest::{AppState, Caller, CorrelationId, wait_for_position};
-use crate::rest_tenants::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::rest_tenants::{decode_cursor, encode_cursor};
+use super::extract::{Caller, CorrelationId, wait_for_position};
+use super::openapi::{ApiDoc, body, errors, min_position, ok, problem};
+use super::pagination::{encode_cursor, page_after, page_limit};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
+use crate::auth::agent_of;
 
 /// The header carrying a REST command's idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-/// The routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The routing and fleet-health routes.
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/v1/control-plane/routing/snapshots/latest", get(latest))
         .route("/v1/control-plane/routing/snapshots/{version}", get(by_version))
         .route("/v1/control-plane/health/tenants", get(fleet))
         .route("/v1/control-plane/health/reports", post(report))
+}
+
+/// The routing and fleet-health part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<SnapshotRow>()
+        .schema::<FleetHealthPage>()
+        .schema::<HealthReportBody>()
+        .schema::<HealthReportAccepted>();
+    doc.operation("/v1/control-plane/routing/snapshots/latest", "get", json!({
+        "summary": "The newest routing snapshot (operators, auditors, fleet:write keys); ETag is its quoted checksum",
+        "parameters": [
+            { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+            min_position()
+        ],
+        "responses": errors([
+            ("200", ok("SnapshotRow")),
+            ("304", json!({ "description": "Not modified (If-None-Match names the current checksum)" })),
+            ("404", problem("No snapshot published yet")),
+        ])
+    }));
+    doc.operation(
+        "/v1/control-plane/routing/snapshots/{version}",
+        "get",
+        json!({
+            "summary": "One routing snapshot version",
+            "parameters": [
+                { "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } },
+                { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+                min_position()
+            ],
+            "responses": errors([
+                ("200", ok("SnapshotRow")),
+                ("304", json!({ "description": "Not modified" })),
+                ("404", problem("No such version")),
+            ])
+        }),
+    );
+    doc.operation("/v1/control-plane/health/tenants", "get", json!({
+        "summary": "Deployment state, last fleet report and drift per tenant (operators and auditors)",
+        "parameters": [
+            { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "next_cursor of the previous page" },
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 200, "default": 50 } },
+            min_position()
+        ],
+        "responses": errors([("200", ok("FleetHealthPage"))])
+    }));
+    doc.operation("/v1/control-plane/health/reports", "post", json!({
+        "summary": "A fleet agent's health report (API keys with fleet:write; operators give agent_id)",
+        "parameters": [
+            { "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 255 } }
+        ],
+        "requestBody": body("HealthReportBody"),
+        "responses": errors([
+            ("200", ok("HealthReportAccepted")),
+            ("404", problem("No such tenant")),
+        ])
+    }));
 }
 
 /// Query parameters of the fleet view.
@@ -138,14 +197,8 @@ async fn fleet(
     Query(params): Query<FleetParams>,
 ) -> Result<Json<FleetHealthPage>, Problem> {
     authorize(&principal, Action::ReadFleetHealth, Target::default())?;
-    let after = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| Problem::bad_request("invalid_cursor", "cursor is not valid"))?),
-    };
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}")));
-    }
+    let after = page_after(params.cursor.as_deref())?;
+    let limit = page_limit(params.limit)?;
     wait_for_position(&state, &headers, routing::NAME).await?;
     let filter = FleetFilter { after, limit };
     let mut items = routing::fleet_health(&state.pool, &filter, chrono::Utc::now()).await?;
@@ -217,12 +270,5 @@ mod tests {
         assert!(not_modified(&if_none_match("*"), &tag));
         assert!(!not_modified(&if_none_match("\"abd\""), &tag));
         assert!(!not_modified(&HeaderMap::new(), &tag));
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let id = TenantId::from_ulid(ulid::Ulid::new()).to_string();
-        assert_eq!(decode_cursor(&encode_cursor(&id)), Some(id));
-        assert_eq!(decode_cursor("not base64!"), None);
     }
 }

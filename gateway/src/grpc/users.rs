@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
@@ -16,9 +16,9 @@ use keel_domain::directory::{Acting, DirectoryCommand, PasswordPolicy, UserRole,
 use keel_domain::ids::{SessionId, UserId};
 use keel_domain::session::RevokeReason;
 
+use super::fields::{rfc3339, tenant_id};
+use super::status::{coded, invalid_argument, status};
 use crate::auth::Authenticator;
-use crate::errors::{coded, invalid_argument, status};
-use crate::grpc_tenants::tenant_id;
 use crate::proto::user_service_server::UserService;
 use crate::proto::{
     ChangePasswordRequest, ChangeUserRoleRequest, Invitation, InviteUserRequest, ListInvitationsRequest,
@@ -64,10 +64,6 @@ fn respond(done: UserChanged) -> UserCommandResponse {
     UserCommandResponse { user_id: done.user_id, position: done.position }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 fn page_size(raw: u32) -> i64 {
     i64::from(if raw == 0 { DEFAULT_PAGE } else { raw.min(MAX_PAGE) })
 }
@@ -95,7 +91,7 @@ impl UserApi {
         let (metadata, _, req) = request.into_parts();
         let tenant = tenant_id(&req.tenant_id)?;
         let user = user_id(&req.user_id)?;
-        crate::grpc::run(&self.auth, rpc, &metadata, Action::ManageUsers, Some(&tenant), &req.idempotency_key, {
+        super::run(&self.auth, rpc, &metadata, Action::ManageUsers, Some(&tenant), &req.idempotency_key, {
             let tenant = tenant.clone();
             |ctx: CommandContext, principal| async move {
                 let cmd = command(user, acting(&principal)?, ctx.received_at);
@@ -111,21 +107,13 @@ impl UserService for UserApi {
     async fn invite_user(&self, request: Request<InviteUserRequest>) -> Result<Response<UserCommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let tenant = tenant_id(&req.tenant_id)?;
-        crate::grpc::run(
-            &self.auth,
-            "InviteUser",
-            &metadata,
-            Action::ManageUsers,
-            Some(&tenant),
-            &req.idempotency_key,
-            {
-                let tenant = tenant.clone();
-                |ctx, principal| async move {
-                    acting(&principal)?;
-                    self.users.invite(&ctx, &tenant, &req.email, &req.role).await.map(respond).map_err(|e| status(&e))
-                }
-            },
-        )
+        super::run(&self.auth, "InviteUser", &metadata, Action::ManageUsers, Some(&tenant), &req.idempotency_key, {
+            let tenant = tenant.clone();
+            |ctx, principal| async move {
+                acting(&principal)?;
+                self.users.invite(&ctx, &tenant, &req.email, &req.role).await.map(respond).map_err(|e| status(&e))
+            }
+        })
         .await
     }
 
@@ -134,7 +122,7 @@ impl UserService for UserApi {
         let tenant = tenant_id(&req.tenant_id)?;
         let user = user_id(&req.user_id)?;
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "ResendInvitation", &metadata, Action::ManageUsers, Some(&tenant), &key, {
+        super::run(&self.auth, "ResendInvitation", &metadata, Action::ManageUsers, Some(&tenant), &key, {
             let tenant = tenant.clone();
             |ctx, principal| async move {
                 acting(&principal)?;
@@ -196,7 +184,7 @@ impl UserService for UserApi {
             .parse()
             .map_err(|_| invalid_argument("invalid_session_id", "session_id is not a session id (ses_…)"))?;
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "RevokeSession", &metadata, Action::ManageUsers, Some(&tenant), &key, {
+        super::run(&self.auth, "RevokeSession", &metadata, Action::ManageUsers, Some(&tenant), &key, {
             let tenant = tenant.clone();
             |ctx, _| async move {
                 let owner = identity_queries::session_owner(&self.pool, session.as_str(), tenant.as_str())
@@ -234,7 +222,7 @@ impl UserService for UserApi {
             req.invitation_ttl_days
         };
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "SetPasswordPolicy", &metadata, Action::ManageUsers, Some(&tenant), &key, {
+        super::run(&self.auth, "SetPasswordPolicy", &metadata, Action::ManageUsers, Some(&tenant), &key, {
             let tenant = tenant.clone();
             |ctx, principal| async move {
                 acting(&principal)?;
@@ -252,7 +240,7 @@ impl UserService for UserApi {
         let (metadata, _, req) = request.into_parts();
         // Any signed-in user may change their own password: a read with no target passes for all.
         let key = req.idempotency_key;
-        crate::grpc::run(
+        super::run(
             &self.auth,
             "ChangePassword",
             &metadata,
@@ -305,7 +293,7 @@ impl UserService for UserApi {
         };
         let after = page_after(&req.page_token)?;
         let limit = page_size(req.page_size);
-        crate::grpc::run(&self.auth, "ListUsers", &metadata, Action::ReadUsers, Some(&tenant), "", {
+        super::run(&self.auth, "ListUsers", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
                 let rows = identity_queries::users(
@@ -343,7 +331,7 @@ impl UserService for UserApi {
         let tenant = tenant_id(&req.tenant_id)?;
         let after = page_after(&req.page_token)?;
         let limit = page_size(req.page_size);
-        crate::grpc::run(&self.auth, "ListInvitations", &metadata, Action::ReadUsers, Some(&tenant), "", {
+        super::run(&self.auth, "ListInvitations", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
                 let rows = identity_queries::invitations(&self.pool, tenant.as_str(), &after, limit + 1)
@@ -373,7 +361,7 @@ impl UserService for UserApi {
         let (metadata, _, req) = request.into_parts();
         let tenant = tenant_id(&req.tenant_id)?;
         let user = user_id(&req.user_id)?;
-        crate::grpc::run(&self.auth, "ListUserSessions", &metadata, Action::ReadUsers, Some(&tenant), "", {
+        super::run(&self.auth, "ListUserSessions", &metadata, Action::ReadUsers, Some(&tenant), "", {
             let tenant = tenant.clone();
             |_, _| async move {
                 let exists = identity_queries::user_exists(&self.pool, user.as_str(), tenant.as_str())

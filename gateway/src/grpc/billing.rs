@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -12,8 +12,9 @@ use keel_domain::access::{Action, Principal};
 use keel_domain::ids::AppId;
 use keel_domain::usage::{MAX_BATCH, Rejection, UsageInput};
 
+use super::fields::{json_object, rfc3339};
+use super::status::{coded, status};
 use crate::auth::Authenticator;
-use crate::errors::{coded, status};
 use crate::proto::billing_service_server::BillingService;
 use crate::proto::{
     BillingCommandResponse, EventOutcome, IngestSummary, ListRollupAllowlistRequest, ListRollupAllowlistResponse,
@@ -45,7 +46,7 @@ impl BillingApi {
     ) -> Result<Response<BillingCommandResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let key = req.idempotency_key.clone();
-        crate::grpc::run(&self.auth, rpc, &metadata, Action::ManageRollups, None, &key, |ctx, _| async move {
+        super::run(&self.auth, rpc, &metadata, Action::ManageRollups, None, &key, |ctx, _| async move {
             let done = self.commands.set_rollup(&ctx, req.event_type.trim(), allow).await.map_err(|e| status(&e))?;
             Ok(BillingCommandResponse { position: done.position })
         })
@@ -69,7 +70,7 @@ fn input(event: UsageEvent) -> UsageInput {
         event_type: event.event_type,
         quantity: Some(event.quantity),
         timestamp: event.timestamp.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)),
-        properties: event.properties.map(crate::grpc_flags::json_object),
+        properties: event.properties.map(json_object),
     }
 }
 
@@ -107,43 +108,35 @@ fn tally(summary: &mut IngestSummary, chunk: BatchResult, offset: usize) {
 impl BillingService for BillingApi {
     async fn ingest_events(&self, request: Request<Streaming<UsageEvent>>) -> Result<Response<IngestSummary>, Status> {
         let (metadata, _, mut stream) = request.into_parts();
-        crate::grpc::run(
-            &self.auth,
-            "IngestEvents",
-            &metadata,
-            Action::RecordUsage,
-            None,
-            "",
-            |ctx, principal| async move {
-                let app = reporting_app(&principal)?;
-                let mut summary = IngestSummary::default();
-                let mut seen = 0;
-                loop {
-                    let Some(first) = stream.next().await else { break };
-                    let mut chunk: Vec<Result<UsageInput, Rejection>> = vec![Ok(input(first?))];
-                    let deadline = tokio::time::Instant::now() + LINGER;
-                    let mut ended = false;
-                    while chunk.len() < MAX_BATCH {
-                        match tokio::time::timeout_at(deadline, stream.next()).await {
-                            Ok(Some(event)) => chunk.push(Ok(input(event?))),
-                            Ok(None) => {
-                                ended = true;
-                                break;
-                            }
-                            Err(_linger_over) => break,
+        super::run(&self.auth, "IngestEvents", &metadata, Action::RecordUsage, None, "", |ctx, principal| async move {
+            let app = reporting_app(&principal)?;
+            let mut summary = IngestSummary::default();
+            let mut seen = 0;
+            loop {
+                let Some(first) = stream.next().await else { break };
+                let mut chunk: Vec<Result<UsageInput, Rejection>> = vec![Ok(input(first?))];
+                let deadline = tokio::time::Instant::now() + LINGER;
+                let mut ended = false;
+                while chunk.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, stream.next()).await {
+                        Ok(Some(event)) => chunk.push(Ok(input(event?))),
+                        Ok(None) => {
+                            ended = true;
+                            break;
                         }
-                    }
-                    let size = chunk.len();
-                    let done = self.commands.record(&app, &ctx, chunk).await.map_err(|e| status(&e))?;
-                    tally(&mut summary, done, seen);
-                    seen += size;
-                    if ended {
-                        break;
+                        Err(_linger_over) => break,
                     }
                 }
-                Ok(summary)
-            },
-        )
+                let size = chunk.len();
+                let done = self.commands.record(&app, &ctx, chunk).await.map_err(|e| status(&e))?;
+                tally(&mut summary, done, seen);
+                seen += size;
+                if ended {
+                    break;
+                }
+            }
+            Ok(summary)
+        })
         .await
     }
 
@@ -166,7 +159,7 @@ impl BillingService for BillingApi {
         request: Request<ListRollupAllowlistRequest>,
     ) -> Result<Response<ListRollupAllowlistResponse>, Status> {
         let (metadata, _, _) = request.into_parts();
-        crate::grpc::run(&self.auth, "ListRollupAllowlist", &metadata, Action::ReadRollups, None, "", |_, _| async {
+        super::run(&self.auth, "ListRollupAllowlist", &metadata, Action::ReadRollups, None, "", |_, _| async {
             let entries = self.commands.allowlist().await.map_err(|e| status(&e))?;
             Ok(ListRollupAllowlistResponse {
                 entries: entries
@@ -181,8 +174,4 @@ impl BillingService for BillingApi {
         })
         .await
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -17,7 +17,7 @@ use keel_domain::audit::{
     AGGREGATE_TYPE, AuditEntry, AuditEvent, AuditRecord, Break, CHECKPOINT_AGGREGATE, ChainVerifier, Checkpoint,
 };
 
-use crate::event_log::{self, LogSource};
+use super::event_log::{self, LogSource};
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +154,7 @@ pub async fn verify_log(
     Ok(report)
 }
 
-/// Reads a record from a CSV export row (the columns of `rest_audit::CSV_HEADER`).
+/// Reads a record from a CSV export row (the columns of `rest::audit::CSV_HEADER`).
 fn entry_from_row(row: &csv::StringRecord) -> Result<AuditEntry, String> {
     let get = |i: usize| row.get(i).unwrap_or_default().to_string();
     let optional = |i: usize| Some(get(i)).filter(|s| !s.is_empty());

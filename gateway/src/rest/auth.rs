@@ -9,22 +9,26 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use keel_commands::bus::CommandContext;
 use keel_commands::sessions::{LoginError, RefreshError, SessionGrant};
 use keel_domain::envelope::Actor;
 use keel_domain::session::RevokeReason;
 
+use super::extract::CorrelationId;
+use super::openapi::{ApiDoc, body, ok, problem};
+use super::problem::Problem;
+use super::routes::Routes;
+use super::state::AppState;
 use crate::auth::{AuthError, bearer};
-use crate::errors::Problem;
-use crate::rest::{AppState, CorrelationId};
 
-/// The routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The sign-in routes.
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/auth/login", post(login))
@@ -34,6 +38,97 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/invitations/accept", post(accept_invitation))
         .route("/v1/auth/password-reset", post(request_reset))
         .route("/v1/auth/password-reset/confirm", post(confirm_reset))
+}
+
+/// The sign-in part of the OpenAPI document.
+pub fn openapi(doc: &mut ApiDoc) {
+    doc.schema::<LoginRequest>()
+        .schema::<RefreshRequest>()
+        .schema::<LogoutRequest>()
+        .schema::<IntrospectRequest>()
+        .schema::<TokenAndPassword>()
+        .schema::<ResetRequest>()
+        .schema::<TokenResponse>()
+        .schema::<Introspection>()
+        .schema::<UserChangedResponse>();
+    doc.operation("/.well-known/openid-configuration", "get", json!({ "summary": "OpenID discovery document (issuer, jwks_uri, endpoints)", "security": [], "responses": { "200": { "description": "OK" } } }));
+    doc.operation("/.well-known/jwks.json", "get", json!({ "summary": "Access-token verification keys (Ed25519, EdDSA)", "security": [], "responses": { "200": { "description": "A JWK set" } } }));
+    let posts = [
+        (
+            "/v1/auth/login",
+            auth_post(
+                "Password login; omit tenant for platform users",
+                "LoginRequest",
+                Some("TokenResponse"),
+                &[
+                    ("401", "invalid_credentials"),
+                    ("403", "tenant_suspended or user_disabled"),
+                    ("429", "too_many_attempts (Retry-After)"),
+                ],
+            ),
+        ),
+        (
+            "/v1/auth/token",
+            auth_post(
+                "Refresh: a single-use refresh token for a new pair",
+                "RefreshRequest",
+                Some("TokenResponse"),
+                &[("401", "invalid_grant (a reused token also ends the session)")],
+            ),
+        ),
+        (
+            "/v1/auth/logout",
+            auth_post(
+                "End the session of the bearer access token (or of a refresh token in the body)",
+                "LogoutRequest",
+                None,
+                &[("401", "Missing or invalid token")],
+            ),
+        ),
+        (
+            "/v1/auth/introspect",
+            auth_post("RFC 7662 token introspection", "IntrospectRequest", Some("Introspection"), &[]),
+        ),
+        (
+            "/v1/auth/invitations/accept",
+            auth_post(
+                "Accept an invitation: set the password, activate the user",
+                "TokenAndPassword",
+                Some("UserChangedResponse"),
+                &[("422", "invitation_invalid or invitation_expired")],
+            ),
+        ),
+        (
+            "/v1/auth/password-reset",
+            auth_post("Ask for a password reset; 202 whether or not the account exists", "ResetRequest", None, &[]),
+        ),
+        (
+            "/v1/auth/password-reset/confirm",
+            auth_post(
+                "Set a new password with the mailed token",
+                "TokenAndPassword",
+                Some("UserChangedResponse"),
+                &[("422", "reset_invalid or reset_expired")],
+            ),
+        ),
+    ];
+    for (path, operation) in posts {
+        doc.operation(path, "post", operation);
+    }
+}
+
+/// An unauthenticated `POST` taking `request` and answering `response` (or problems).
+fn auth_post(summary: &str, request: &str, response: Option<&str>, problems: &[(&str, &str)]) -> Value {
+    let mut responses = serde_json::Map::new();
+    match response {
+        Some(schema) => responses.insert("200".into(), ok(schema)),
+        None => responses.insert("204".into(), json!({ "description": "Done" })),
+    };
+    responses.insert("400".into(), problem("Malformed body"));
+    for (status, description) in problems {
+        responses.insert((*status).into(), problem(description));
+    }
+    json!({ "summary": summary, "security": [], "requestBody": body(request), "responses": responses })
 }
 
 /// `POST /v1/auth/login`.

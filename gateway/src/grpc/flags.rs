@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prost_types::value::Kind;
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use keel_commands::flags::{FlagCommands, FlagDefinition};
@@ -14,9 +12,9 @@ use keel_domain::flag::FlagType;
 use keel_domain::ids::TenantId;
 use keel_domain::plan::Plan;
 
+use super::fields::{json_value, tenant_id};
+use super::status::{invalid_argument, status};
 use crate::auth::Authenticator;
-use crate::errors::{invalid_argument, status};
-use crate::grpc_tenants::tenant_id;
 use crate::proto::flag_service_server::FlagService;
 use crate::proto::{
     ClearEntitlementOverrideRequest, ClearTenantFlagRequest, DefineFlagRequest, FlagCommandResponse,
@@ -33,33 +31,6 @@ impl FlagApi {
     /// The API over `commands`, authenticating with `auth`.
     pub fn new(commands: Arc<FlagCommands>, auth: Arc<Authenticator>) -> Self {
         Self { commands, auth }
-    }
-}
-
-/// A protobuf `Value` as JSON. Integral numbers become integers (so that quotas and
-/// whole-number flags stay integers); a missing value is an error.
-pub fn json_value(value: Option<prost_types::Value>, field: &str) -> Result<Value, Status> {
-    let kind =
-        value.and_then(|v| v.kind).ok_or_else(|| invalid_argument("missing_value", &format!("{field} is required")))?;
-    Ok(from_kind(kind))
-}
-
-/// A protobuf `Struct` as a JSON object.
-pub fn json_object(object: prost_types::Struct) -> Value {
-    from_kind(Kind::StructValue(object))
-}
-
-fn from_kind(kind: Kind) -> Value {
-    match kind {
-        Kind::NullValue(_) => Value::Null,
-        Kind::BoolValue(b) => Value::Bool(b),
-        Kind::NumberValue(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => Value::from(n as i64),
-        Kind::NumberValue(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
-        Kind::StringValue(s) => Value::String(s),
-        Kind::ListValue(list) => Value::Array(list.values.into_iter().filter_map(|v| v.kind).map(from_kind).collect()),
-        Kind::StructValue(object) => Value::Object(
-            object.fields.into_iter().filter_map(|(k, v)| v.kind.map(|kind| (k, from_kind(kind)))).collect(),
-        ),
     }
 }
 
@@ -82,7 +53,7 @@ impl FlagApi {
         body: impl AsyncFnOnce(&keel_commands::bus::CommandContext, &TenantId) -> Result<i64, Status>,
     ) -> Result<Response<FlagCommandResponse>, Status> {
         let target = tenant.clone();
-        crate::grpc::run(&self.auth, rpc, metadata, Action::ManageFlags, Some(&target), idempotency_key, {
+        super::run(&self.auth, rpc, metadata, Action::ManageFlags, Some(&target), idempotency_key, {
             |ctx, _| async move { Ok(FlagCommandResponse { position: body(&ctx, &tenant).await? }) }
         })
         .await
@@ -106,7 +77,7 @@ impl FlagService for FlagApi {
             plan_defaults.insert(plan, json_value(Some(value), "plan_defaults")?);
         }
         let definition = FlagDefinition { key, flag_type, default_value, plan_defaults, description: req.description };
-        crate::grpc::run(&self.auth, "DefineFlag", &metadata, Action::ManageFlags, None, &req.idempotency_key, {
+        super::run(&self.auth, "DefineFlag", &metadata, Action::ManageFlags, None, &req.idempotency_key, {
             |ctx, _| async move {
                 let done = self.commands.define(&ctx, definition).await.map_err(|e| status(&e))?;
                 Ok(FlagCommandResponse { position: done.position })
@@ -172,24 +143,5 @@ impl FlagService for FlagApi {
             Ok(done.position)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protobuf_values_become_json_with_whole_numbers_as_integers() {
-        let num = |n| Some(prost_types::Value { kind: Some(Kind::NumberValue(n)) });
-        assert_eq!(json_value(num(500.0), "v").unwrap(), serde_json::json!(500));
-        assert_eq!(json_value(num(0.5), "v").unwrap(), serde_json::json!(0.5));
-        let list = prost_types::Value {
-            kind: Some(Kind::ListValue(prost_types::ListValue {
-                values: vec![prost_types::Value { kind: Some(Kind::StringValue("a".into())) }],
-            })),
-        };
-        assert_eq!(json_value(Some(list), "v").unwrap(), serde_json::json!(["a"]));
-        assert!(json_value(None, "v").is_err());
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use keel_commands::routing::{Published, ReportRequest, RoutingCommands, TargetRequest};
-use keel_domain::access::{Action, Principal};
-use keel_domain::ids::TenantId;
+use keel_domain::access::Action;
 
+use super::fields::tenant_id;
+use super::status::status;
 use crate::auth::Authenticator;
-use crate::errors::{invalid_argument, status};
+use crate::auth::agent_of;
 use crate::proto::routing_service_server::RoutingService;
 use crate::proto::{
     PublishRoutingSnapshotRequest, ReportHealthRequest, RollbackRoutingSnapshotRequest, RoutingCommandResponse,
@@ -27,19 +28,6 @@ impl RoutingApi {
     /// The API over `commands`, authenticating with `auth`.
     pub fn new(commands: Arc<RoutingCommands>, auth: Arc<Authenticator>) -> Self {
         Self { commands, auth }
-    }
-}
-
-/// Parses a tenant id argument.
-fn tenant_id(raw: &str) -> Result<TenantId, Status> {
-    raw.trim().parse().map_err(|_| invalid_argument("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))
-}
-
-/// The agent a health report comes from: an API key's app, else the id the caller gives.
-pub fn agent_of(principal: &Principal, requested: &str) -> String {
-    match principal {
-        Principal::App { id, .. } => id.clone(),
-        _ => requested.to_string(),
     }
 }
 
@@ -69,7 +57,7 @@ impl RoutingService for RoutingApi {
             state: req.state,
         };
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "SetDeploymentTarget", &metadata, Action::ManageRouting, Some(tenant), &key, {
+        super::run(&self.auth, "SetDeploymentTarget", &metadata, Action::ManageRouting, Some(tenant), &key, {
             |ctx, _| async move {
                 let done = self.commands.set_target(&ctx, tenant, &target).await.map_err(|e| status(&e))?;
                 Ok(RoutingCommandResponse { position: done.position })
@@ -84,7 +72,7 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<RoutingSnapshotResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "PublishRoutingSnapshot", &metadata, Action::ManageRouting, None, &key, {
+        super::run(&self.auth, "PublishRoutingSnapshot", &metadata, Action::ManageRouting, None, &key, {
             |ctx, _| async move {
                 let done = self.commands.publish(&ctx).await.map_err(|e| status(&e))?;
                 Ok(snapshot_response(done))
@@ -100,7 +88,7 @@ impl RoutingService for RoutingApi {
         let (metadata, _, req) = request.into_parts();
         let key = req.idempotency_key;
         let to_version = req.to_version;
-        crate::grpc::run(&self.auth, "RollbackRoutingSnapshot", &metadata, Action::ManageRouting, None, &key, {
+        super::run(&self.auth, "RollbackRoutingSnapshot", &metadata, Action::ManageRouting, None, &key, {
             |ctx, _| async move {
                 let done = self.commands.rollback(&ctx, to_version).await.map_err(|e| status(&e))?;
                 Ok(snapshot_response(done))
@@ -117,7 +105,7 @@ impl RoutingService for RoutingApi {
         let id = tenant_id(&req.tenant_id)?;
         let tenant = &id;
         let key = req.idempotency_key;
-        crate::grpc::run(&self.auth, "ReportHealth", &metadata, Action::ReportHealth, Some(tenant), &key, {
+        super::run(&self.auth, "ReportHealth", &metadata, Action::ReportHealth, Some(tenant), &key, {
             |ctx, principal| async move {
                 let report = ReportRequest {
                     agent_id: agent_of(&principal, &req.agent_id),
@@ -130,17 +118,5 @@ impl RoutingService for RoutingApi {
             }
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_api_key_reports_as_its_app() {
-        let app = Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Default::default() };
-        assert_eq!(agent_of(&app, "spoofed"), "app_1");
-        assert_eq!(agent_of(&Principal::Operator { id: "op".into() }, "edge-7"), "edge-7");
     }
 }

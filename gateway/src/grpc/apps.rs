@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use keel_commands::apps::AppCommands;
@@ -10,8 +10,9 @@ use keel_domain::access::Action;
 use keel_domain::app::AppCommand;
 use keel_domain::ids::{ApiKeyId, AppId};
 
+use super::fields::rfc3339;
+use super::status::{coded, invalid_argument, status};
 use crate::auth::Authenticator;
-use crate::errors::{invalid_argument, status};
 use crate::proto::app_service_server::AppService;
 use crate::proto::{
     ApiKeyInfo, AppCommandResponse, AppInfo, AppRequest, IssueApiKeyRequest, IssueApiKeyResponse, ListApiKeysRequest,
@@ -43,7 +44,7 @@ impl AppApi {
         command: impl FnOnce(DateTime<Utc>) -> AppCommand,
     ) -> Result<Response<AppCommandResponse>, Status> {
         let id = app_id(raw_app_id)?;
-        crate::grpc::run(&self.auth, rpc, metadata, Action::ManageApps, None, idempotency_key, |ctx, _| async move {
+        super::run(&self.auth, rpc, metadata, Action::ManageApps, None, idempotency_key, |ctx, _| async move {
             let command = command(ctx.received_at);
             let done = self.commands.execute(&ctx, &id, command).await.map_err(|e| status(&e))?;
             // In force on this gateway at once; the others poll within 200 ms.
@@ -59,10 +60,6 @@ impl AppApi {
 /// Parses an app id argument.
 fn app_id(raw: &str) -> Result<AppId, Status> {
     raw.trim().parse().map_err(|_| invalid_argument("invalid_app_id", "app_id is not an app id (app_…)"))
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn optional_time(raw: &str, field: &str) -> Result<Option<DateTime<Utc>>, Status> {
@@ -81,7 +78,7 @@ impl AppService for AppApi {
         request: Request<RegisterAppRequest>,
     ) -> Result<Response<RegisterAppResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        crate::grpc::run(&self.auth, "RegisterApp", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+        super::run(&self.auth, "RegisterApp", &metadata, Action::ManageApps, None, &req.idempotency_key, {
             |ctx, _| async move {
                 let done = self.commands.register(&ctx, &req.name, &req.environment).await.map_err(|e| status(&e))?;
                 Ok(RegisterAppResponse { app_id: done.app_id, position: done.position })
@@ -113,7 +110,7 @@ impl AppService for AppApi {
         let (metadata, _, req) = request.into_parts();
         let id = app_id(&req.app_id)?;
         let expires_at = optional_time(&req.expires_at, "expires_at")?;
-        crate::grpc::run(&self.auth, "IssueApiKey", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+        super::run(&self.auth, "IssueApiKey", &metadata, Action::ManageApps, None, &req.idempotency_key, {
             |ctx, _| async move {
                 let key = self.commands.issue_key(&ctx, &id, &req.scopes, expires_at).await.map_err(|e| status(&e))?;
                 if let Err(e) = self.auth.api_keys().refresh().await {
@@ -157,7 +154,7 @@ impl AppService for AppApi {
             ),
         };
         let limit = i64::from(if req.page_size == 0 { DEFAULT_PAGE } else { req.page_size.min(MAX_PAGE) });
-        crate::grpc::run(&self.auth, "ListApps", &metadata, Action::ReadApps, None, "", |_, _| async move {
+        super::run(&self.auth, "ListApps", &metadata, Action::ReadApps, None, "", |_, _| async move {
             let mut rows = self.commands.list_apps(after.as_deref(), limit + 1).await.map_err(|e| status(&e))?;
             let next = if rows.len() as i64 > limit {
                 rows.truncate(limit as usize);
@@ -186,9 +183,9 @@ impl AppService for AppApi {
     ) -> Result<Response<ListApiKeysResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
         let id = app_id(&req.app_id)?;
-        crate::grpc::run(&self.auth, "ListApiKeys", &metadata, Action::ReadApps, None, "", |_, _| async move {
+        super::run(&self.auth, "ListApiKeys", &metadata, Action::ReadApps, None, "", |_, _| async move {
             if self.commands.app(&id).await.map_err(|e| status(&e))?.is_none() {
-                return Err(crate::errors::coded(tonic::Code::NotFound, "app_not_found", "app not found"));
+                return Err(coded(tonic::Code::NotFound, "app_not_found", "app not found"));
             }
             let now = Utc::now();
             let keys = self

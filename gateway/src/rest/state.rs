@@ -1,0 +1,37 @@
+//! What every REST handler can reach (axum's `State`).
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use super::flag_cache::FlagCache;
+use super::ready::ReadyCheck;
+use crate::auth::Authenticator;
+use crate::config::Settings;
+
+/// What every REST handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Runtime-role pool (row-level security applies).
+    pub pool: PgPool,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// Dependency checks for /readyz.
+    pub ready: Arc<ReadyCheck>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// User commands (invitations, password resets).
+    pub users: Arc<keel_commands::users::UserCommands>,
+    /// Sessions (login, refresh, logout).
+    pub sessions: Arc<keel_commands::sessions::Sessions>,
+    /// Every tenant's flag snapshot, kept current.
+    pub flags: Arc<FlagCache>,
+    /// The key of OFREP stream tokens (shared by all gateways).
+    pub stream_key: Arc<[u8; 32]>,
+    /// Deployment and routing commands (fleet health reports).
+    pub routing: Arc<keel_commands::routing::RoutingCommands>,
+    /// Usage recording.
+    pub billing: Arc<keel_commands::billing::BillingCommands>,
+    /// Fires when the process stops (ends open event streams).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}

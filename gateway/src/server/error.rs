@@ -1,0 +1,24 @@
+//! Why a Keel process could not start.
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Postgres could not be reached.
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The Kafka client could not be configured.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A listener could not be bound.
+    #[error("listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// gRPC reflection could not be set up.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The mailer could not be set up.
+    #[error("mail: {0}")]
+    Mail(keel_commands::mail::MailError),
+    /// The database has not been migrated (a read model's schema is missing).
+    #[error("read model {0} has no schema yet: run `keel migrate` first")]
+    NotMigrated(&'static str),
+}

@@ -1,0 +1,183 @@
+//! One Keel process: gRPC command API, REST query API, relay, projectors and the
+//! purge sweeper, sharing a Postgres pool. `start` wires them in named steps: the
+//! pool, the workers (`workers`, `projectors`), the services both APIs share
+//! (`services`), then the REST and gRPC servers (`rest_server`, `grpc_server`).
+
+mod error;
+mod grpc_server;
+mod projectors;
+mod rest_server;
+mod services;
+pub mod sweeper;
+mod tasks;
+mod workers;
+
+pub use error::StartError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use keel_commands::apps::AppCommands;
+use keel_commands::relay::RelayStatus;
+use keel_commands::tenants::TenantCommands;
+use keel_commands::users::UserCommands;
+use keel_projections::projector::ProjectorStatus;
+
+use crate::auth::tokens::TokenService;
+use crate::config::Settings;
+use services::Services;
+use tasks::Tasks;
+
+/// Which background workers this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers {
+    /// The relay to Kafka.
+    pub relay: bool,
+    /// The projectors.
+    pub projectors: bool,
+    /// The purge sweeper and the audit checkpoint signer.
+    pub sweeper: bool,
+}
+
+impl Workers {
+    /// Everything.
+    pub const ALL: Workers = Workers { relay: true, projectors: true, sweeper: true };
+}
+
+/// A running Keel.
+pub struct Running {
+    /// Where REST listens.
+    pub rest_addr: SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// The relay's status.
+    pub relay: Arc<RelayStatus>,
+    /// The tenant registry projector's status.
+    pub registry: Arc<ProjectorStatus>,
+    /// The flag snapshot projector's status.
+    pub flag_snapshots: Arc<ProjectorStatus>,
+    /// The routing projector's status.
+    pub routing: Arc<ProjectorStatus>,
+    /// The billing ledger projector's status.
+    pub billing_ledger: Arc<ProjectorStatus>,
+    /// The billing rollups projector's status.
+    pub billing_rollups: Arc<ProjectorStatus>,
+    /// The runtime pool.
+    pub pool: PgPool,
+    /// Tenant commands (for in-process tools and tests).
+    pub tenants: Arc<TenantCommands>,
+    /// User commands (for in-process tools and tests).
+    pub users: Arc<UserCommands>,
+    /// Access tokens.
+    pub tokens: Arc<TokenService>,
+    /// Managed-app commands (for in-process tools and tests).
+    pub apps: Arc<AppCommands>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops everything and waits (bounded) for the tasks to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        self.pool.close().await;
+    }
+
+    /// Ends every task at once, wherever it is (as a crash would): open
+    /// transactions roll back, unacknowledged publishes are forgotten.
+    pub async fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+
+    /// A future that completes when a stop is asked for.
+    pub fn stopped(&self) -> impl Future<Output = ()> + use<> {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Connects the runtime pool.
+pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(settings.db_pool_size)
+        // No ping before every checkout: it doubles the round trips; a dead
+        // connection shows as an error on its next query and is dropped then.
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&settings.database_url)
+        .await
+}
+
+/// Refuses to start on a database that `keel migrate` has not prepared.
+async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
+    let registry_schema = keel_projections::read_model::live_schema(keel_projections::tenant_registry::NAME);
+    let migrated: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&registry_schema)
+        .fetch_one(pool)
+        .await?;
+    if !migrated {
+        return Err(StartError::NotMigrated(keel_projections::tenant_registry::NAME));
+    }
+    Ok(())
+}
+
+/// Starts a Keel process with `workers`.
+pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
+    let settings = Arc::new(settings);
+    let pool = connect(&settings).await?;
+    check_migrated(&pool).await?;
+    // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
+    let relaxed = keel_commands::store::relaxed_pool(&pool, 8);
+    let (shutdown, stop) = watch::channel(false);
+    let mut tasks = Tasks { stop, handles: Vec::new() };
+
+    let relay = workers::relay(&settings, &relaxed, workers.relay, &mut tasks);
+    let projectors = projectors::start(&settings, &relaxed, workers.projectors, &mut tasks);
+
+    let rest_listener = TcpListener::bind(settings.rest_addr).await?;
+    let rest_addr = rest_listener.local_addr()?;
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{rest_addr}"));
+    let services = Services::start(&settings, &pool, &public_url, &mut tasks).await?;
+    if workers.sweeper {
+        workers::sweepers(&settings, &pool, &services, &mut tasks);
+    }
+    rest_server::serve(rest_listener, &settings, &pool, &relay, &services, &mut tasks).await?;
+    let grpc_addr = grpc_server::serve(&settings, &pool, &services, &mut tasks).await?;
+
+    tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
+    Ok(Running {
+        rest_addr,
+        grpc_addr,
+        relay,
+        registry: projectors.registry,
+        flag_snapshots: projectors.flag_snapshots,
+        routing: projectors.routing,
+        billing_ledger: projectors.billing_ledger,
+        billing_rollups: projectors.billing_rollups,
+        pool,
+        tenants: services.tenants,
+        users: services.users,
+        tokens: services.tokens,
+        apps: services.apps,
+        shutdown,
+        tasks: tasks.handles,
+    })
+}

@@ -1,0 +1,95 @@
+//! What both APIs share: the command services, sessions, access tokens, the
+//! authenticator with its API-key index, and the flag cache; with the tasks that keep
+//! the tokens, the key index and the cache current.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use keel_commands::apps::AppCommands;
+use keel_commands::billing::BillingCommands;
+use keel_commands::flags::FlagCommands;
+use keel_commands::mail::Mailer;
+use keel_commands::passwords::Passwords;
+use keel_commands::routing::RoutingCommands;
+use keel_commands::sessions::Sessions;
+use keel_commands::tenants::TenantCommands;
+use keel_commands::throttle::ThrottlePolicy;
+use keel_commands::users::UserCommands;
+
+use super::error::StartError;
+use super::tasks::Tasks;
+use crate::auth::Authenticator;
+use crate::auth::tokens::TokenService;
+use crate::config::Settings;
+use crate::rest::flag_cache::FlagCache;
+
+/// The services of one process.
+pub struct Services {
+    /// User commands.
+    pub users: Arc<UserCommands>,
+    /// Sessions (login, refresh, logout).
+    pub sessions: Arc<Sessions>,
+    /// Access tokens.
+    pub tokens: Arc<TokenService>,
+    /// Tenant commands.
+    pub tenants: Arc<TenantCommands>,
+    /// Credential checks.
+    pub auth: Arc<Authenticator>,
+    /// Managed-app commands.
+    pub apps: Arc<AppCommands>,
+    /// Deployment and routing commands.
+    pub routing: Arc<RoutingCommands>,
+    /// Flag commands.
+    pub flags: Arc<FlagCommands>,
+    /// Usage recording and the rollup allowlist.
+    pub billing: Arc<BillingCommands>,
+    /// Every tenant's flag snapshot, kept current.
+    pub flag_cache: Arc<FlagCache>,
+}
+
+impl Services {
+    /// Builds the services (`public_url` starts the links in e-mails and names the
+    /// token issuer) and spawns the tasks that keep them current.
+    pub async fn start(
+        settings: &Settings,
+        pool: &PgPool,
+        public_url: &str,
+        tasks: &mut Tasks,
+    ) -> Result<Self, StartError> {
+        let passwords = Passwords::per_core();
+        let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
+        let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer), public_url));
+        let sessions = Arc::new(
+            Sessions::new(
+                pool.clone(),
+                passwords,
+                chrono::Duration::hours(settings.session_ttl_hours.max(1)),
+                ThrottlePolicy::default(),
+            )
+            .await?,
+        );
+        let tokens = Arc::new(
+            TokenService::new(
+                pool.clone(),
+                public_url,
+                &settings.token_audience,
+                chrono::Duration::seconds(settings.access_token_ttl_seconds.clamp(10, 3600)),
+            )
+            .await?,
+        );
+        tasks.spawn(tokens.clone().run(tasks.stop.clone()));
+        let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
+        let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+        let apps = Arc::new(AppCommands::new(pool.clone()).await?);
+        auth.api_keys().refresh().await?;
+        tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
+        let routing = Arc::new(RoutingCommands::new(pool.clone()));
+        let flags = Arc::new(FlagCommands::new(pool.clone()));
+        let billing = Arc::new(BillingCommands::new(pool.clone(), settings.usage_policy()));
+        let flag_cache = Arc::new(FlagCache::new(pool.clone()));
+        flag_cache.reload().await?;
+        tasks.spawn(flag_cache.clone().run(tasks.stop.clone()));
+        Ok(Self { users, sessions, tokens, tenants, auth, apps, routing, flags, billing, flag_cache })
+    }
+}
