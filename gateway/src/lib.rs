@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit_verify;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod event_log;
