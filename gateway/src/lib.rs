@@ -4,6 +4,7 @@
 //! auditors' tools that need no database (`offline`).
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod offline;

@@ -29,12 +29,14 @@ fn keel_bin() -> PathBuf {
 }
 
 /// Runs `keel args…` without blocking the runtime (the in-process Keel shares it), with
-/// no database settings and, unless given, no reachable broker; returns (success, stdout, stderr).
+/// no database settings (no `db.env` either: `make test` exports `KEEL_STATE_DIR`) and, unless
+/// given, no reachable broker; returns (success, stdout, stderr).
 async fn run_keel(args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(keel_bin())
         .args(args)
         .env_remove("KEEL_MIGRATION_DATABASE_URL")
         .env_remove("KEEL_DATABASE_URL")
+        .env("KEEL_STATE_DIR", "/nonexistent")
         .env("KEEL_KAFKA_BROKERS", "127.0.0.1:9")
         .output()
         .await

@@ -1,0 +1,83 @@
+//! `keel dlq`: dead letters of a read model.
+
+use keel_projections::dead_letters;
+
+use super::CliError;
+use super::args::MigrationDbArgs;
+use super::read_model::{known, with_read_model};
+
+/// The subcommands of `keel dlq`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// List parked events.
+    List(ListArgs),
+    /// Discard one parked event for good (the events held behind it stay parked until retried).
+    Discard(DiscardArgs),
+    /// Retry a tenant's parked events, in order.
+    Retry(RetryArgs),
+}
+
+/// Arguments of `keel dlq list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The read model.
+    read_model: String,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    db: MigrationDbArgs,
+}
+
+/// Arguments of `keel dlq discard`.
+#[derive(Debug, clap::Args)]
+pub struct DiscardArgs {
+    /// The read model.
+    read_model: String,
+    /// The parked event's id (from `keel dlq list`).
+    #[arg(long)]
+    id: i64,
+    #[command(flatten)]
+    db: MigrationDbArgs,
+}
+
+/// Arguments of `keel dlq retry`.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// The read model.
+    read_model: String,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    #[command(flatten)]
+    db: MigrationDbArgs,
+}
+
+/// Runs a `keel dlq` subcommand.
+pub async fn run(command: DlqCommand) -> Result<(), CliError> {
+    match command {
+        DlqCommand::List(ListArgs { read_model, tenant, db }) => {
+            known(&read_model)?;
+            let pool = db.connect().await?;
+            let parked = dead_letters::list(&pool, &read_model, tenant.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&parked).unwrap_or_default());
+        }
+        DlqCommand::Discard(DiscardArgs { read_model, id, db }) => {
+            known(&read_model)?;
+            let pool = db.connect().await?;
+            if !dead_letters::discard(&pool, &read_model, id).await? {
+                return Err(CliError::NoParkedEvent(id));
+            }
+            println!("discarded parked event {id}");
+        }
+        DlqCommand::Retry(RetryArgs { read_model, tenant, db }) => {
+            known(&read_model)?;
+            let pool = db.connect().await?;
+            let outcome = with_read_model!(read_model.as_str(), |model| {
+                dead_letters::retry(&pool, model, &tenant).await.map_err(CliError::from)
+            })?;
+            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
