@@ -9,7 +9,7 @@
 //! published again; consumers drop the repeats by event id / order. Only one relay
 //! runs at a time (a Postgres advisory lock); the others wait as standbys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -350,4 +350,42 @@ pub fn envelope_from_row(row: &sqlx::postgres::PgRow) -> Result<EventEnvelope, R
         causation_id: field(keys::CAUSATION_ID).unwrap_or_default(),
         payload: row.get("payload"),
     })
+}
+
+/// How far the relay has published, seen from one event's position (read-your-writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The event is published: the offset of the last message the relay published on
+    /// each partition (every message up to the event is at or below them).
+    Through(HashMap<i32, i64>),
+    /// The relay has not published the event yet.
+    NotYet,
+    /// No event has this position.
+    UnknownPosition,
+}
+
+/// Whether the relay on `topic` has published the event at `position`, and up to which
+/// offset per partition. The relay's checkpoint records, per partition, the offset of
+/// the last message published; it is at or beyond the event once the event is out.
+pub async fn published_through(pool: &PgPool, topic: &str, position: i64) -> Result<Published, sqlx::Error> {
+    let Some(txid) = sqlx::query_scalar::<_, i64>("SELECT txid::text::bigint FROM events WHERE position = $1")
+        .bind(position)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(Published::UnknownPosition);
+    };
+    let checkpoint: Option<(i64, i64, Value)> =
+        sqlx::query_as("SELECT txid::text::bigint, position, offsets FROM relay_checkpoint WHERE topic = $1")
+            .bind(topic)
+            .fetch_optional(pool)
+            .await?;
+    let Some((cp_txid, cp_position, offsets)) = checkpoint else {
+        return Ok(Published::NotYet);
+    };
+    if (cp_txid, cp_position) < (txid, position) {
+        return Ok(Published::NotYet);
+    }
+    let offsets: HashMap<String, i64> = serde_json::from_value(offsets).unwrap_or_default();
+    Ok(Published::Through(offsets.into_iter().filter_map(|(p, o)| Some((p.parse().ok()?, o))).collect()))
 }

@@ -20,15 +20,3 @@ pub mod tenant_registry;
 
 pub use read_model::ReadModel;
 pub use registry::ensure_schemas;
-
-/// Every read model's name, in registry order. Transitional, for the gateway's
-/// `keel replay`/`keel dlq` until they call [`registry::by_name`]: then delete it
-/// (a test keeps it equal to [`registry::names`] meanwhile).
-pub const READ_MODELS: &[&str] = &[
-    tenant_registry::NAME,
-    flag_snapshots::NAME,
-    routing::NAME,
-    billing_ledger::NAME,
-    billing_rollups::NAME,
-    audit_trail::NAME,
-];

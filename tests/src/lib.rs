@@ -219,8 +219,8 @@ where
 pub async fn wait_projected(pool: &PgPool, name: &str, topic: &str, position: i64, timeout: Duration) {
     let passed = eventually(timeout, || async {
         matches!(
-            keel_projections::progress::has_passed(pool, name, topic, position).await,
-            Ok(keel_projections::progress::Progress::Passed)
+            keel_gateway::rest::extract::has_passed(pool, name, topic, position).await,
+            Ok(keel_gateway::rest::extract::Progress::Passed)
         )
     })
     .await;

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::audit_verify;
-use crate::event_log::{self, LogSource};
+use crate::offline::audit_verify;
+use crate::offline::event_log::{self, LogSource};
 
 use super::CliError;
 use super::args::KafkaArgs;

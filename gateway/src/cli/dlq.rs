@@ -1,10 +1,8 @@
 //! `keel dlq`: dead letters of a read model.
 
-use keel_projections::dead_letters;
-
 use super::CliError;
 use super::args::MigrationDbArgs;
-use super::read_model::{known, with_read_model};
+use super::read_model;
 
 /// The subcommands of `keel dlq`.
 #[derive(Debug, clap::Subcommand)]
@@ -57,25 +55,23 @@ pub struct RetryArgs {
 pub async fn run(command: DlqCommand) -> Result<(), CliError> {
     match command {
         DlqCommand::List(ListArgs { read_model, tenant, db }) => {
-            known(&read_model)?;
+            let model = read_model::by_name(&read_model)?;
             let pool = db.connect().await?;
-            let parked = dead_letters::list(&pool, &read_model, tenant.as_deref()).await?;
+            let parked = model.list_dead_letters(&pool, tenant.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&parked).unwrap_or_default());
         }
         DlqCommand::Discard(DiscardArgs { read_model, id, db }) => {
-            known(&read_model)?;
+            let model = read_model::by_name(&read_model)?;
             let pool = db.connect().await?;
-            if !dead_letters::discard(&pool, &read_model, id).await? {
+            if !model.discard_dead_letter(&pool, id).await? {
                 return Err(CliError::NoParkedEvent(id));
             }
             println!("discarded parked event {id}");
         }
         DlqCommand::Retry(RetryArgs { read_model, tenant, db }) => {
-            known(&read_model)?;
+            let model = read_model::by_name(&read_model)?;
             let pool = db.connect().await?;
-            let outcome = with_read_model!(read_model.as_str(), |model| {
-                dead_letters::retry(&pool, model, &tenant).await.map_err(CliError::from)
-            })?;
+            let outcome = model.retry_dead_letters(&pool, &tenant).await?;
             println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
         }
     }

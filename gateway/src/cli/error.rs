@@ -7,8 +7,8 @@ use keel_commands::migrate::MigrateError;
 use keel_domain::ids::MalformedId;
 use keel_projections::replay::ReplayError;
 
-use crate::audit_verify::VerifyError;
-use crate::event_log::LogError;
+use crate::offline::audit_verify::VerifyError;
+use crate::offline::event_log::LogError;
 use crate::server::StartError;
 
 /// Why a `keel` command failed.

@@ -31,7 +31,7 @@ pub async fn run(command: KeysCommand) -> Result<(), CliError> {
     match command {
         KeysCommand::Rotate(RotateArgs { publish_ahead, retire_after, db }) => {
             let pool = db.connect().await?;
-            let kid = crate::tokens::rotate_keys(
+            let kid = crate::auth::tokens::rotate_keys(
                 &pool,
                 Duration::from_secs(publish_ahead),
                 Duration::from_secs(retire_after),

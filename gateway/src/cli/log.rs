@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::event_log::{self, LogSource};
+use crate::offline::event_log::{self, LogSource};
 
 use super::CliError;
 use super::args::KafkaArgs;

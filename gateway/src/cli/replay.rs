@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_projections::kafka::ConsumerSettings;
 
-use crate::event_log::{self, LogSource};
+use crate::offline::event_log::{self, LogSource};
 
 use super::CliError;
 use super::args::{KafkaArgs, MigrationDbArgs};
-use super::read_model::{known, with_read_model};
+use super::read_model;
 
 /// Arguments of `keel replay`.
 #[derive(Debug, clap::Args)]
@@ -53,18 +53,14 @@ pub async fn run(args: ReplayArgs) -> Result<(), CliError> {
 
 /// `keel replay <read model>`: rebuilds it from offset 0 in a shadow schema and swaps it in.
 async fn rebuild(read_model: &str, db: MigrationDbArgs, kafka: KafkaArgs) -> Result<(), CliError> {
-    known(read_model)?;
+    let model = read_model::by_name(read_model)?;
     let pool = db.connect().await?;
     let settings = ConsumerSettings { brokers: kafka.kafka_brokers, session_timeout_ms: 6000 };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} events {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = with_read_model!(read_model, |model| {
-        keel_projections::replay::replay(model, &pool, &settings, &kafka.events_topic, &db.runtime_role, &bar)
-            .await
-            .map_err(CliError::from)
-    })?;
+    let report = model.replay(&pool, &settings, &kafka.events_topic, &db.runtime_role, &bar).await?;
     println!(
         "replayed {read_model}: {} events in {:.2}s ({:.0} events/s); swapped in",
         report.messages,
@@ -93,7 +89,7 @@ async fn replay_tenant(
         None => LogSource::Kafka { brokers: kafka.kafka_brokers, topic: kafka.events_topic },
     };
     let bar = event_log::progress_bar(&source);
-    let state = crate::tenant_replay::replay_tenant(&source, tenant_id.as_str(), until, &bar).await?;
+    let state = crate::offline::tenant_replay::replay_tenant(&source, tenant_id.as_str(), until, &bar).await?;
     println!("{}", serde_json::to_string_pretty(&state)?);
     Ok(())
 }

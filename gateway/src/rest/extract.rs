@@ -8,8 +8,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 
+use keel_commands::relay::{Published, published_through};
 use keel_domain::access::Principal;
-use keel_projections::progress::{Progress, has_passed};
+use keel_projections::progress::has_applied;
 use keel_projections::tenant_registry::Scope;
 
 use super::problem::Problem;
@@ -102,6 +103,36 @@ pub fn denied_problem(state: &AppState, principal: &Principal, denied: keel_doma
         }
         other => Problem::from(other),
     }
+}
+
+/// Where a read model stands relative to a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Everything up to the position is applied.
+    Passed,
+    /// Not yet.
+    Pending,
+    /// No event has this position.
+    UnknownPosition,
+}
+
+/// Whether read model `read_model` has passed `position` (events published to `topic`):
+/// the relay has published it, and the model has applied every message up to there.
+pub async fn has_passed(
+    pool: &sqlx::PgPool,
+    read_model: &str,
+    topic: &str,
+    position: i64,
+) -> Result<Progress, sqlx::Error> {
+    if position <= 0 {
+        return Ok(Progress::Passed);
+    }
+    Ok(match published_through(pool, topic, position).await? {
+        Published::UnknownPosition => Progress::UnknownPosition,
+        Published::NotYet => Progress::Pending,
+        Published::Through(offsets) if has_applied(pool, read_model, topic, &offsets).await? => Progress::Passed,
+        Published::Through(_) => Progress::Pending,
+    })
 }
 
 /// Read-your-writes: if the request carries `X-Keel-Min-Position: N`, waits (bounded)

@@ -1,5 +1,7 @@
-//! Readiness: Postgres answers, Kafka answers, and the relay runs.
+//! Readiness: Postgres answers, Kafka answers, and the relay runs; each registered
+//! read model's projector is reported beside them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use keel_commands::relay::RelayStatus;
+use keel_projections::registry::ProjectorStatuses;
 
 /// What /readyz reports.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +23,9 @@ pub struct Readiness {
     pub kafka: bool,
     /// The relay task is running (as leader or standby).
     pub relay: bool,
+    /// Whether each read model's projector loop is running, by name (not part of
+    /// `ready`: a process may run without projectors).
+    pub projectors: BTreeMap<&'static str, bool>,
 }
 
 impl Readiness {
@@ -34,17 +40,23 @@ pub struct ReadyCheck {
     pool: PgPool,
     kafka: Arc<BaseConsumer>,
     relay: Arc<RelayStatus>,
+    projectors: ProjectorStatuses,
 }
 
 impl ReadyCheck {
-    /// A check of `pool`, the brokers and `relay`.
-    pub fn new(pool: PgPool, brokers: &str, relay: Arc<RelayStatus>) -> Result<Self, rdkafka::error::KafkaError> {
+    /// A check of `pool`, the brokers, `relay` and the `projectors`.
+    pub fn new(
+        pool: PgPool,
+        brokers: &str,
+        relay: Arc<RelayStatus>,
+        projectors: ProjectorStatuses,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         let kafka: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("socket.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
             .create()?;
-        Ok(Self { pool, kafka: Arc::new(kafka), relay })
+        Ok(Self { pool, kafka: Arc::new(kafka), relay, projectors })
     }
 
     /// Runs the checks (each bounded to two seconds).
@@ -58,6 +70,11 @@ impl ReadyCheck {
                 .await
                 .unwrap_or(false)
         };
-        Readiness { postgres, kafka, relay: self.relay.alive.load(Ordering::Relaxed) }
+        Readiness {
+            postgres,
+            kafka,
+            relay: self.relay.alive.load(Ordering::Relaxed),
+            projectors: self.projectors.running(),
+        }
     }
 }

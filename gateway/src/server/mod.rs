@@ -29,6 +29,7 @@ use keel_commands::relay::RelayStatus;
 use keel_commands::tenants::TenantCommands;
 use keel_commands::users::UserCommands;
 use keel_projections::projector::ProjectorStatus;
+use keel_projections::registry::ProjectorStatuses;
 
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
@@ -59,16 +60,10 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The relay's status.
     pub relay: Arc<RelayStatus>,
-    /// The tenant registry projector's status.
+    /// Every read model's projector status, by name (registry order).
+    pub projectors: ProjectorStatuses,
+    /// The tenant registry projector's status (also in `projectors`).
     pub registry: Arc<ProjectorStatus>,
-    /// The flag snapshot projector's status.
-    pub flag_snapshots: Arc<ProjectorStatus>,
-    /// The routing projector's status.
-    pub routing: Arc<ProjectorStatus>,
-    /// The billing ledger projector's status.
-    pub billing_ledger: Arc<ProjectorStatus>,
-    /// The billing rollups projector's status.
-    pub billing_rollups: Arc<ProjectorStatus>,
     /// The runtime pool.
     pub pool: PgPool,
     /// Tenant commands (for in-process tools and tests).
@@ -128,13 +123,8 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 
 /// Refuses to start on a database that `keel migrate` has not prepared.
 async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
-    let registry_schema = keel_projections::read_model::live_schema(keel_projections::tenant_registry::NAME);
-    let migrated: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(&registry_schema)
-        .fetch_one(pool)
-        .await?;
-    if !migrated {
-        return Err(StartError::NotMigrated(keel_projections::tenant_registry::NAME));
+    if let Some(name) = keel_projections::registry::first_unmigrated(pool).await? {
+        return Err(StartError::NotMigrated(name));
     }
     Ok(())
 }
@@ -159,7 +149,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     if workers.sweeper {
         workers::sweepers(&settings, &pool, &services, &mut tasks);
     }
-    rest_server::serve(rest_listener, &settings, &pool, &relay, &services, &mut tasks).await?;
+    rest_server::serve(rest_listener, &settings, &pool, &relay, &projectors, &services, &mut tasks).await?;
     let grpc_addr = grpc_server::serve(&settings, &pool, &services, &mut tasks).await?;
 
     tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
@@ -167,11 +157,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         rest_addr,
         grpc_addr,
         relay,
-        registry: projectors.registry,
-        flag_snapshots: projectors.flag_snapshots,
-        routing: projectors.routing,
-        billing_ledger: projectors.billing_ledger,
-        billing_rollups: projectors.billing_rollups,
+        registry: projectors.get(keel_projections::tenant_registry::NAME).expect("a registered read model").clone(),
+        projectors,
         pool,
         tenants: services.tenants,
         users: services.users,

@@ -22,11 +22,12 @@ pub async fn serve(
     settings: &Arc<Settings>,
     pool: &PgPool,
     relay: &Arc<RelayStatus>,
+    projectors: &keel_projections::registry::ProjectorStatuses,
     services: &Services,
     tasks: &mut Tasks,
 ) -> Result<(), StartError> {
     let stream_key = Arc::new(keel_commands::secret::server_secret(pool, "ofrep_stream_token").await?);
-    let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay.clone())?);
+    let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay.clone(), projectors.clone())?);
     let app = router(AppState {
         pool: pool.clone(),
         auth: services.auth.clone(),
