@@ -10,8 +10,11 @@
 #
 # KEEL_TEST_CMD='some command' replaces the cargo steps (to test this script).
 set -euo pipefail
-# Never inherit a dev setup's state dir (it gets wiped) or ports.
-unset KEEL_STATE_DIR KEEL_PG_PORT KEEL_BROKER_PORT KEEL_BROKER_STORAGE
+# Never inherit a dev setup's state dir (it gets wiped) or ports; two checkouts testing
+# side by side give each its own ports with KEEL_TEST_PG_PORT / KEEL_TEST_BROKER_PORT.
+unset KEEL_STATE_DIR KEEL_BROKER_STORAGE
+KEEL_PG_PORT="${KEEL_TEST_PG_PORT:-55432}"
+KEEL_BROKER_PORT="${KEEL_TEST_BROKER_PORT:-59092}"
 export KEEL_PROFILE=test
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
