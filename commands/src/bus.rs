@@ -166,8 +166,12 @@ where
     Err(CommandError::new(Failure::Aborted, "concurrent_modification", "concurrent modification; retry"))
 }
 
-/// The position of the last event command `command_id` wrote (0 if it wrote none).
+/// The position of the last event command `command_id` wrote (0 if it wrote none):
+/// known without a query when this task's command scope appended it.
 pub async fn position_of(pool: &PgPool, command_id: Uuid) -> Result<i64, CommandError> {
+    if let Some(position) = crate::command_scope::position() {
+        return Ok(position);
+    }
     sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events WHERE command_id = $1")
         .bind(command_id)
         .fetch_one(pool)

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod audit;
 pub mod billing;
 pub mod bus;
+pub mod command_scope;
 pub mod flags;
 pub mod idempotency;
 pub mod identity_index;

@@ -17,6 +17,7 @@ use tonic::{Response, Status};
 use tracing::Instrument;
 
 use keel_commands::bus::CommandContext;
+use keel_commands::command_scope::{self, Committed};
 use keel_domain::access::{Action, Principal, Target, authorize};
 use keel_domain::audit::{AuditInput, Outcome};
 use keel_domain::ids::TenantId;
@@ -98,7 +99,9 @@ fn audit_input(
 
 /// Authenticates, authorizes `action` on `target` and builds the command context; runs
 /// `body` in a span carrying the correlation id, which every answer echoes. Every call,
-/// accepted or refused, is recorded in the audit trail.
+/// accepted or refused, is recorded in the audit trail: a command's record commits in
+/// the same transaction as each change it appends (ADR 0016); a refusal, or a success
+/// that changed nothing, gets its record afterwards.
 pub async fn run<T, F, Fut>(
     auth: &Authenticator,
     rpc: &'static str,
@@ -115,7 +118,7 @@ where
     let correlation = correlation_id(metadata);
     let span = tracing::info_span!("command", rpc, correlation_id = %correlation);
     let mut caller = None;
-    let mut command = None;
+    let mut committed = Committed::default();
     let result = async {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
         let principal = auth.authenticate(header).await.map_err(|e| {
@@ -128,8 +131,9 @@ where
             denied_status(d)
         })?;
         let ctx = CommandContext::new(principal.actor(), correlation.clone(), idempotency_key.to_string());
-        command = Some(ctx.command_id);
-        let result = body(ctx, principal).await;
+        let record = audit_input(rpc, metadata, &correlation, Some(&principal), target, Ok(()));
+        let (result, appended) = command_scope::audited(record, body(ctx, principal)).await;
+        committed = appended;
         match &result {
             Ok(_) => tracing::info!("command accepted"),
             Err(s) => tracing::info!(code = ?s.code(), "command refused"),
@@ -138,21 +142,11 @@ where
     }
     .instrument(span)
     .await;
-    let mut record = audit_input(rpc, metadata, &correlation, caller.as_ref(), target, result.as_ref().map(|_| ()));
-    if result.is_ok()
-        && let Some(command) = command
-    {
-        // What the command changed, previous values included where its events carry them.
-        match auth.audit().changes_of(command).await {
-            Ok(changes) if !changes.is_empty() => {
-                record.metadata.insert("changes".into(), serde_json::Value::Array(changes));
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "the command's events could not be read for its audit record"),
+    if result.is_err() || committed.audited_appends == 0 {
+        let record = audit_input(rpc, metadata, &correlation, caller.as_ref(), target, result.as_ref().map(|_| ()));
+        if let Err(err) = auth.audit().append(vec![record]).await {
+            tracing::error!(error = %err, rpc, "audit record not written");
         }
-    }
-    if let Err(err) = auth.audit().append(vec![record]).await {
-        tracing::error!(error = %err, rpc, "audit record not written");
     }
     let value = correlation.parse().ok();
     let audited = tonic::metadata::MetadataValue::from_static("1");
