@@ -253,6 +253,7 @@ async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Resu
         *head = (entry.record.seq, entry.hash.clone());
         let payload =
             serde_json::to_value(AuditEvent::Recorded(entry)).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        crate::limits::check_event(&payload, &metadata).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         rows.push((chain, head.0, payload, metadata));
     }
     let positions: Vec<i64> = sqlx::query_scalar(
