@@ -227,6 +227,7 @@ pub(crate) async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInpu
         *head = (entry.record.seq, entry.hash.clone());
         let payload =
             serde_json::to_value(AuditEvent::Recorded(entry)).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        crate::limits::check_event(&payload, &metadata).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         rows.push((chain, head.0, payload, metadata));
     }
     let (names, (seqs, hashes)): (Vec<String>, (Vec<i64>, Vec<String>)) = heads.into_iter().unzip();

@@ -157,6 +157,9 @@ where
             Err(AggregateError::AggregateConflict) => continue,
             Err(AggregateError::UserError(err)) => return Err(CommandError::domain(&err)),
             Err(AggregateError::DatabaseConnectionError(err)) => return Err(CommandError::unavailable(err.as_ref())),
+            Err(AggregateError::UnexpectedError(err)) if err.is::<crate::limits::EventTooLarge>() => {
+                return Err(CommandError::new(Failure::InvalidArgument, "too_large", err.to_string()));
+            }
             Err(err) => {
                 tracing::error!(error = %err, aggregate = A::TYPE, "command failed");
                 return Err(CommandError::new(Failure::Internal, "internal", "internal error"));

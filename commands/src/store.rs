@@ -125,6 +125,10 @@ impl PersistedEventRepository for KeelEventRepository {
         if stamped.is_empty() {
             return Ok(());
         }
+        for event in &stamped {
+            crate::limits::check_event(&event.payload, &event.metadata)
+                .map_err(|err| PersistenceError::UnknownError(Box::new(err)))?;
+        }
         self.append(&stamped).await.map_err(persistence_error)
     }
 

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod flag_cache;
 pub mod flags;
 pub mod health;
+pub mod limits;
 pub mod ofrep;
 pub mod openapi;
 pub mod pagination;
@@ -58,6 +59,8 @@ const RESOURCES: [Resource; 8] = [
 
 /// The REST router.
 pub fn router(state: AppState) -> Router {
+    // `start` refuses settings without valid limits.
+    let body_limit = state.settings.limits().unwrap_or_default().request_body_bytes();
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(document()) }))
         .merge(health::routes())
@@ -68,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .merge(billing::routes())
         .merge(audit::routes())
         .fallback(|| async { Problem::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(limits::too_large_as_problem))
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
         .merge(ofrep::routes())

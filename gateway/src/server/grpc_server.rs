@@ -62,6 +62,8 @@ pub async fn serve(
     let billing_api = BillingApi::new(services.billing.clone(), auth.clone());
     let user_api = UserApi::new(services.users.clone(), services.sessions.clone(), auth.clone(), pool.clone());
     let refusals = AuditRefusals::new(auth.clone());
+    // A request carries at most what one broker message may (ADR 0017).
+    let max = settings.limits()?.grpc_message_bytes();
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {
         let serve = tonic::transport::Server::builder()
@@ -70,12 +72,12 @@ pub async fn serve(
             .layer(refusals)
             .layer(cors())
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(TenantServiceServer::new(tenant_api))
-            .add_service(UserServiceServer::new(user_api))
-            .add_service(AppServiceServer::new(app_api))
-            .add_service(FlagServiceServer::new(flag_api))
-            .add_service(RoutingServiceServer::new(routing_api))
-            .add_service(BillingServiceServer::new(billing_api))
+            .add_service(TenantServiceServer::new(tenant_api).max_decoding_message_size(max))
+            .add_service(UserServiceServer::new(user_api).max_decoding_message_size(max))
+            .add_service(AppServiceServer::new(app_api).max_decoding_message_size(max))
+            .add_service(FlagServiceServer::new(flag_api).max_decoding_message_size(max))
+            .add_service(RoutingServiceServer::new(routing_api).max_decoding_message_size(max))
+            .add_service(BillingServiceServer::new(billing_api).max_decoding_message_size(max))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

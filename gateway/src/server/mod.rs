@@ -132,6 +132,7 @@ async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
 /// Starts a Keel process with `workers`.
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
+    keel_commands::limits::configure(settings.limits()?);
     let pool = connect(&settings).await?;
     check_migrated(&pool).await?;
     // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.

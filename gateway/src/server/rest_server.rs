@@ -27,7 +27,8 @@ pub async fn serve(
     tasks: &mut Tasks,
 ) -> Result<(), StartError> {
     let stream_key = Arc::new(keel_commands::secret::server_secret(pool, "ofrep_stream_token").await?);
-    let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay.clone(), projectors.clone())?);
+    let ready = Arc::new(ReadyCheck::new(pool.clone(), settings, relay.clone(), projectors.clone())?);
+    tasks.spawn(ready.clone().probe_forever(tasks.stop.clone()));
     let app = router(AppState {
         pool: pool.clone(),
         auth: services.auth.clone(),
