@@ -71,6 +71,10 @@ pub struct Settings {
     /// brute-force protection then counts per real client address.
     #[arg(long, env = "KEEL_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Most password hashes queued or running at once; more answer 503 with `Retry-After`
+    /// (default: what the hashing threads finish in 3 s).
+    #[arg(long, env = "KEEL_HASH_QUEUE_CAPACITY")]
+    pub hash_queue_capacity: Option<usize>,
 }
 
 impl Settings {
@@ -98,6 +102,7 @@ impl Settings {
             billing_topic: keel_commands::relay::BILLING_TOPIC.into(),
             billing_late_after_hours: 48,
             audit_checkpoint_seconds: 60,
+            hash_queue_capacity: None,
         }
     }
 

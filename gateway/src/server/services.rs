@@ -57,7 +57,7 @@ impl Services {
         public_url: &str,
         tasks: &mut Tasks,
     ) -> Result<Self, StartError> {
-        let passwords = Passwords::per_core();
+        let passwords = Passwords::with_capacity(keel_commands::passwords::cores(), settings.hash_queue_capacity);
         let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
         let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer), public_url));
         let sessions = Arc::new(
