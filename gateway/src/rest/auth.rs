@@ -308,7 +308,8 @@ async fn login(
             let problem = login_problem(err);
             // Who tried is not known (and a refusal never tells whether the account exists).
             let record = login_record(&correlation, client, agent, None, ("anonymous", ""), Some(&problem.code));
-            audit_login(&state, record).await;
+            // Anyone can repeat a refused sign-in: coalesced and bounded, on the platform chain.
+            state.auth.refusals().record(record).await;
             Err(problem)
         }
     }

@@ -81,6 +81,7 @@ impl Services {
         tasks.spawn(tokens.clone().run(tasks.stop.clone()));
         let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
         let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+        tasks.spawn(auth.refusals().clone().run(tasks.stop.clone()));
         let apps = Arc::new(AppCommands::new(pool.clone()).await?);
         auth.api_keys().refresh().await?;
         tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
