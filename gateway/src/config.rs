@@ -80,6 +80,10 @@ pub struct Settings {
     /// How often readiness probes Postgres, the broker and the relay's backlog (in the background).
     #[arg(long, env = "KEEL_READY_PROBE_MS", default_value_t = 5_000)]
     pub ready_probe_ms: u64,
+    /// Most password hashes queued or running at once; more answer 503 with `Retry-After`
+    /// (default: what the hashing threads finish in 3 s).
+    #[arg(long, env = "KEEL_HASH_QUEUE_CAPACITY")]
+    pub hash_queue_capacity: Option<usize>,
 }
 
 impl Settings {
@@ -110,6 +114,7 @@ impl Settings {
             kafka_message_max_bytes: keel_domain::limits::DEFAULT_MESSAGE_MAX_BYTES,
             stall_seconds: 15,
             ready_probe_ms: 5_000,
+            hash_queue_capacity: None,
         }
     }
 

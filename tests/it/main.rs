@@ -18,4 +18,5 @@ mod replay;
 mod rest;
 mod routing;
 mod schemas;
+mod sign_in_limits;
 mod support;

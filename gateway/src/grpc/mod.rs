@@ -67,7 +67,17 @@ fn audit_input(
         Some(Principal::TenantUser { tenant_id, .. }) => Some(tenant_id.to_string()),
         _ => None,
     };
-    let tenant_id = target.map(TenantId::to_string).or(own_tenant);
+    // An unauthenticated call is never filed under the tenant it names (ADR 0018): the
+    // platform chain, with the name as unverified context.
+    let tenant_id = match principal {
+        Some(_) => target.map(TenantId::to_string).or(own_tenant),
+        None => {
+            if let Some(claimed) = target {
+                context.insert(crate::auth::refusals::CLAIMED_TENANT_KEY.into(), claimed.to_string().into());
+            }
+            None
+        }
+    };
     let (actor_type, actor_id) = match principal {
         Some(p) => {
             let actor = p.actor();

@@ -57,7 +57,7 @@ impl Services {
         public_url: &str,
         tasks: &mut Tasks,
     ) -> Result<Self, StartError> {
-        let passwords = Passwords::per_core();
+        let passwords = Passwords::with_capacity(keel_commands::passwords::cores(), settings.hash_queue_capacity);
         let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
         let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer), public_url));
         let sessions = Arc::new(
@@ -81,6 +81,7 @@ impl Services {
         tasks.spawn(tokens.clone().run(tasks.stop.clone()));
         let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
         let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+        tasks.spawn(auth.refusals().clone().run(tasks.stop.clone()));
         let apps = Arc::new(AppCommands::new(pool.clone()).await?);
         auth.api_keys().refresh().await?;
         tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
