@@ -4,6 +4,7 @@
 //! reuses its own 19 MiB of working memory instead of mapping fresh pages per hash.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +40,8 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Debug, Clone)]
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken by a hashing thread.
+    queued: Arc<AtomicUsize>,
     /// A hash of a random password, verified against when the account is unknown so that
     /// unknown e-mails and wrong passwords take the same time.
     decoy: Arc<str>,
@@ -139,12 +142,17 @@ impl Passwords {
             }
         }
         let decoy = hash_blocking(&uuid::Uuid::new_v4().to_string());
-        Self { jobs, decoy: decoy.into() }
+        Self { jobs, queued: Arc::default(), decoy: decoy.into() }
     }
 
     /// One hashing thread per core.
     pub fn per_core() -> Self {
         Self::new(std::thread::available_parallelism().map(usize::from).unwrap_or(2))
+    }
+
+    /// Hashes and verifications waiting for a hashing thread.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// A new PHC hash of `password`.
@@ -167,7 +175,16 @@ impl Passwords {
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Box::new(move || drop(tx.send(work())))).map_err(|_| PasswordError::Interrupted)?;
+        let queued = self.queued.clone();
+        queued.fetch_add(1, Ordering::Relaxed);
+        let job = Box::new(move || {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            drop(tx.send(work()));
+        });
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(PasswordError::Interrupted);
+        }
         rx.await.map_err(|_| PasswordError::Interrupted)?
     }
 }
@@ -192,5 +209,6 @@ mod tests {
         let hash = passwords.hash("pw").await.unwrap();
         assert!(passwords.verify("pw", Some(&hash)).await.unwrap());
         assert!(!passwords.verify("pw", None).await.unwrap());
+        assert_eq!(passwords.queue_depth(), 0, "every job was taken");
     }
 }
