@@ -16,7 +16,7 @@ use serde_json::json;
 use keel_domain::access::{Action, Target};
 
 use super::extract::{Caller, authorize_request};
-use super::openapi::{ApiDoc, problem};
+use super::openapi::{ApiDoc, errors, ok};
 use super::problem::Problem;
 use super::routes::Routes;
 use super::state::AppState;
@@ -35,11 +35,7 @@ pub fn openapi(doc: &mut ApiDoc) {
         "get",
         json!({
             "summary": "Each component's status, and each API's error rate and p50/p99 latency over the last five minutes (operators and auditors)",
-            "responses": {
-                "200": super::openapi::ok("SystemHealth"),
-                "401": problem("Missing or invalid credential"),
-                "403": problem("Not an operator or auditor")
-            }
+            "responses": errors([("200", ok("SystemHealth"))])
         }),
     );
 }
