@@ -20,6 +20,7 @@ pub mod operator_credentials;
 pub mod passwords;
 pub mod relay;
 pub mod relay_status;
+pub mod relay_lag;
 pub mod rollup_allowlist_index;
 pub mod routing;
 pub mod secret;

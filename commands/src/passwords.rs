@@ -210,6 +210,11 @@ impl Passwords {
         }
     }
 
+    /// Hashes and verifications admitted and not yet done (waiting or running).
+    pub fn queue_depth(&self) -> usize {
+        self.queue().depth
+    }
+
     /// A new PHC hash of `password`.
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_string();
@@ -284,6 +289,7 @@ mod tests {
         let hash = passwords.hash("pw").await.unwrap();
         assert!(passwords.verify("pw", Some(&hash)).await.unwrap());
         assert!(!passwords.verify("pw", None).await.unwrap());
+        assert_eq!(passwords.queue_depth(), 0, "every job was taken");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod flags;
 mod grpc;
 mod identity;
 mod interfaces;
+mod metrics;
 mod projector;
 mod relay_limits;
 mod replay;
