@@ -36,6 +36,7 @@ impl AuditLog {
     /// Appends `inputs` (in order within each chain); returns the highest log position.
     pub async fn append(&self, inputs: Vec<AuditInput>) -> Result<i64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        lock_chains(&mut tx, &inputs).await?;
         let position = append_in(&mut tx, inputs).await?;
         tx.commit().await?;
         Ok(position)
@@ -49,6 +50,7 @@ impl AuditLog {
         records: Vec<AppRecord>,
     ) -> Result<(Vec<bool>, i64), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        lock_chains(&mut tx, records.iter().map(|r| &r.input)).await?;
         let ids: Vec<Uuid> = records.iter().map(|_| Uuid::now_v7()).collect();
         let fresh: BTreeSet<String> = sqlx::query_scalar(
             "INSERT INTO audit_app_events (app_id, event_id, record_id)
@@ -186,7 +188,35 @@ pub async fn sign_checkpoint(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> 
     Ok(Some(number))
 }
 
-/// Chains and appends `inputs` inside `tx`; returns the highest position (0 if none).
+/// The advisory-lock namespace of the audit chains (two-key form: apart from the
+/// one-key locks of the relay and the checkpoint signer).
+const CHAIN_LOCK_NAMESPACE: i32 = 7_242_015;
+
+/// Locks the chains of `inputs` for the rest of `tx`, in chain order; call it before the
+/// transaction's first write. An advisory lock needs no transaction id, so a chain's
+/// writers get their ids in the order they hold its lock: the relay, which publishes in
+/// transaction-id order, then publishes each chain in its order (a row lock taken after
+/// a first write would not: a writer could get its id, then wait behind a later one).
+pub(crate) async fn lock_chains<'a>(
+    tx: &mut sqlx::PgConnection,
+    inputs: impl IntoIterator<Item = &'a AuditInput>,
+) -> Result<(), sqlx::Error> {
+    let chains: Vec<&str> = inputs.into_iter().map(AuditInput::chain).collect::<BTreeSet<_>>().into_iter().collect();
+    if chains.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock($1, hashtext(c))) FROM (SELECT c FROM UNNEST($2::text[]) AS c ORDER BY c) s",
+    )
+    .bind(CHAIN_LOCK_NAMESPACE)
+    .bind(&chains)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Chains and appends `inputs` inside `tx` (whose chains [`lock_chains`] locked); returns
+/// the highest position (0 if none).
 pub(crate) async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Result<i64, sqlx::Error> {
     if inputs.is_empty() {
         return Ok(0);

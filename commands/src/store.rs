@@ -65,6 +65,9 @@ impl KeelEventRepository {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        if let Some(record) = &record {
+            audit::lock_chains(&mut tx, [record]).await?;
+        }
         let positions: Vec<i64> = insert.fetch_all(&mut *tx).await?;
         for event in events {
             WRITE_SIDE_INDEXES.apply(&mut tx, event).await?;

@@ -323,3 +323,56 @@ async fn a_command_whose_audit_record_cannot_commit_changes_nothing() {
     let changes = &records[0]["record"]["metadata"]["changes"];
     assert_eq!(changes[0]["event_type"], "tenant.suspended", "{changes}");
 }
+
+/// Concurrent writers of one chain (commands that change the tenant and refusals of it)
+/// and of the platform chain: the log the relay publishes still holds every chain in
+/// its order, so `keel audit verify` passes over it.
+#[tokio::test]
+async fn concurrent_writers_of_a_chain_publish_it_in_its_order() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let operator = env.operator_token().await;
+    let mut tenants = tenant_client(keel.grpc_addr).await;
+    let shared = provision(&mut tenants, &operator, &domain("audorder")).await.tenant_id;
+    let mut writers = Vec::new();
+    for w in 0..24 {
+        let (mut client, operator, shared, name) =
+            (tenants.clone(), operator.clone(), shared.clone(), domain("audord"));
+        writers.push(tokio::spawn(async move {
+            for i in 0..4 {
+                // Suspensions and reactivations race on one tenant: some succeed, some are
+                // refused (both are records on its chain); new tenants write other chains.
+                if (w + i) % 2 == 0 {
+                    let suspend =
+                        SuspendTenantRequest { tenant_id: shared.clone(), reason: "x".into(), idempotency_key: key() };
+                    let _ = client.suspend_tenant(authed(suspend, &operator)).await;
+                } else {
+                    let reactivate = ReactivateTenantRequest { tenant_id: shared.clone(), idempotency_key: key() };
+                    let _ = client.reactivate_tenant(authed(reactivate, &operator)).await;
+                }
+            }
+            provision(&mut client, &operator, &name).await.position
+        }));
+    }
+    let mut position = 0;
+    for writer in writers {
+        position = position.max(writer.await.expect("writer"));
+    }
+    env.platform_user("order@keel.example.com", PASSWORD, "auditor").await;
+    let (auditor, _) = Rest::new(keel.rest_addr).tokens("order@keel.example.com", PASSWORD, None).await;
+    let auditor = Caller::new(keel.rest_addr, &auditor);
+    let signed = eventually(Duration::from_secs(30), || async {
+        let (_, body) = auditor.get_json("/v1/audit/checkpoints", position).await;
+        body.as_array().is_some_and(|c| c.iter().any(|c| c["heads"].to_string().contains(&shared)))
+    })
+    .await;
+    assert!(signed, "a checkpoint signs the shared chain");
+    let dir = std::env::temp_dir().join(format!("keel-audit-order-{}", key()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, keys_body) = auditor.get_json("/v1/audit/keys", 0).await;
+    let keys = write(&dir, "keys.json", &keys_body.to_string());
+    let (ok, out, err) = keel_cli(&env, &["audit", "verify", "--keys", &keys]);
+    assert!(ok, "the log holds every chain in its order: {out} {err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["records"].as_u64().unwrap() >= 24 * 4, "{report}");
+}
