@@ -155,7 +155,10 @@ where
     .await;
     if result.is_err() || committed.audited_appends == 0 {
         let record = audit_input(rpc, metadata, &correlation, caller.as_ref(), target, result.as_ref().map(|_| ()));
-        if let Err(err) = auth.audit().append(vec![record]).await {
+        if caller.is_none() {
+            // Unauthenticated: coalesced and bounded, on the platform chain (ADR 0018).
+            auth.refusals().record(record).await;
+        } else if let Err(err) = auth.audit().append(vec![record]).await {
             tracing::error!(error = %err, rpc, "audit record not written");
         }
     }
