@@ -16,6 +16,7 @@ pub mod mail;
 pub mod migrate;
 pub mod operator_credentials;
 pub mod passwords;
+pub mod pools;
 pub mod relay;
 pub mod rollup_allowlist_index;
 pub mod routing;

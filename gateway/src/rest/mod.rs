@@ -58,6 +58,10 @@ const RESOURCES: [Resource; 8] = [
 
 /// The REST router.
 pub fn router(state: AppState) -> Router {
+    let limits = crate::limits::rest::RestLimits::new(
+        state.settings.limits.max_concurrent_requests,
+        state.settings.limits.request_timeout(),
+    );
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(document()) }))
         .merge(health::routes())
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
         .merge(ofrep::routes())
+        .layer(axum::middleware::from_fn_with_state(limits, crate::limits::rest::limit))
         .with_state(state)
 }
 

@@ -18,6 +18,7 @@ use crate::grpc::layers::{AuditRefusals, stamp_peer};
 use crate::grpc::routing::RoutingApi;
 use crate::grpc::tenants::TenantApi;
 use crate::grpc::users::UserApi;
+use crate::limits::grpc::GrpcLimits;
 use crate::proto::app_service_server::AppServiceServer;
 use crate::proto::billing_service_server::BillingServiceServer;
 use crate::proto::flag_service_server::FlagServiceServer;
@@ -62,11 +63,16 @@ pub async fn serve(
     let billing_api = BillingApi::new(services.billing.clone(), auth.clone());
     let user_api = UserApi::new(services.users.clone(), services.sessions.clone(), auth.clone(), pool.clone());
     let refusals = AuditRefusals::new(auth.clone());
+    let limits = settings.limits.clone();
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
+            // Calls beyond it wait on their connection (HTTP/2 caps the streams per connection).
+            .concurrency_limit_per_connection(limits.grpc_concurrency_per_connection.max(1))
             .layer(tower::util::MapRequestLayer::new(stamp_peer))
+            // Before the refusal audit: shed calls are answered without touching the database.
+            .layer(GrpcLimits::new(limits.max_concurrent_requests, limits.request_timeout()))
             .layer(refusals)
             .layer(cors())
             .layer(tonic_web::GrpcWebLayer::new())
