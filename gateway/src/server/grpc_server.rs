@@ -60,7 +60,12 @@ pub async fn serve(
     let app_api = AppApi::new(services.apps.clone(), auth.clone());
     let flag_api = FlagApi::new(services.flags.clone(), auth.clone());
     let routing_api = RoutingApi::new(services.routing.clone(), auth.clone());
-    let billing_api = BillingApi::new(services.billing.clone(), auth.clone());
+    let billing_api = BillingApi::new(
+        services.billing.clone(),
+        auth.clone(),
+        services.streams.clone(),
+        settings.limits.stream_recheck(),
+    );
     let user_api = UserApi::new(services.users.clone(), services.sessions.clone(), auth.clone(), pool.clone());
     let refusals = AuditRefusals::new(auth.clone());
     let limits = settings.limits.clone();
