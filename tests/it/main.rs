@@ -12,6 +12,7 @@ mod flags;
 mod grpc;
 mod identity;
 mod interfaces;
+mod limits;
 mod projector;
 mod replay;
 mod rest;
