@@ -126,15 +126,11 @@ pub struct AppCommands {
 }
 
 impl AppCommands {
-    /// App commands on `pool`; loads (or creates) the key-derivation secret.
-    pub async fn new(pool: PgPool) -> Result<Self, sqlx::Error> {
+    /// App commands on `pools`; loads (or creates) the key-derivation secret.
+    pub async fn new(pools: impl Into<crate::pools::Pools>) -> Result<Self, sqlx::Error> {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         let derivation_key = secret::server_secret(&pool, DERIVATION_KEY_NAME).await?;
-        Ok(Self {
-            apps: bus::framework(&pool),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 8)),
-            derivation_key,
-            pool,
-        })
+        Ok(Self { apps: bus::framework(&pool), idempotency: Idempotency::new(relaxed), derivation_key, pool })
     }
 
     /// Registers an app.

@@ -113,14 +113,10 @@ pub struct BillingCommands {
 }
 
 impl BillingCommands {
-    /// Billing commands on `pool` (events commit durably), with `policy` for late usage.
-    pub fn new(pool: PgPool, policy: UsagePolicy) -> Self {
-        Self {
-            allowlist: bus::framework(&pool),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 4)),
-            pool,
-            policy,
-        }
+    /// Billing commands on `pools` (events commit durably), with `policy` for late usage.
+    pub fn new(pools: impl Into<crate::pools::Pools>, policy: UsagePolicy) -> Self {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        Self { allowlist: bus::framework(&pool), idempotency: Idempotency::new(relaxed), pool, policy }
     }
 
     /// Records `app`'s batch (at most [`usage::MAX_BATCH`] events, already read into

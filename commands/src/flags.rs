@@ -45,14 +45,15 @@ pub struct FlagCommands {
 }
 
 impl FlagCommands {
-    /// Flag commands on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// Flag commands on `pools`.
+    pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         Self {
             flags: bus::framework(&pool),
             configs: bus::framework(&pool),
             flag_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
             tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 8)),
+            idempotency: Idempotency::new(relaxed),
             pool,
         }
     }

@@ -18,6 +18,7 @@ pub mod mail;
 pub mod migrate;
 pub mod operator_credentials;
 pub mod passwords;
+pub mod pools;
 pub mod relay;
 pub mod relay_lag;
 pub mod relay_status;

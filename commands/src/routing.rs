@@ -79,13 +79,14 @@ pub struct RoutingCommands {
 }
 
 impl RoutingCommands {
-    /// Routing commands on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// Routing commands on `pools`.
+    pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         Self {
             deployments: bus::framework(&pool),
             routing: bus::framework(&pool),
             tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 8)),
+            idempotency: Idempotency::new(relaxed),
             pool,
         }
     }

@@ -152,16 +152,17 @@ struct Account {
 }
 
 impl Sessions {
-    /// Sessions on `pool` lasting `ttl` at most; loads (or creates) the refresh-token key.
+    /// Sessions on `pools` lasting `ttl` at most; loads (or creates) the refresh-token key.
     pub async fn new(
-        pool: PgPool,
+        pools: impl Into<crate::pools::Pools>,
         passwords: Passwords,
         ttl: Duration,
         throttle: ThrottlePolicy,
     ) -> Result<Self, sqlx::Error> {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         let refresh_key = secret::server_secret(&pool, REFRESH_KEY_NAME).await?;
         Ok(Self {
-            rotation: crate::store::relaxed_pool(&pool, 16),
+            rotation: relaxed,
             sessions: bus::framework(&pool),
             passwords,
             refresh_key,

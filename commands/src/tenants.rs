@@ -76,13 +76,14 @@ pub struct TenantCommands {
 }
 
 impl TenantCommands {
-    /// Tenant commands on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// Tenant commands on `pools`.
+    pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         Self {
             tenants: bus::framework(&pool),
             domains: bus::framework(&pool),
             loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 16)),
+            idempotency: Idempotency::new(relaxed),
             users: None,
             pool,
         }

@@ -90,13 +90,19 @@ struct IndexedUser {
 }
 
 impl UserCommands {
-    /// User commands on `pool`; links in e-mails start with `public_url`. Without a
+    /// User commands on `pools`; links in e-mails start with `public_url`. Without a
     /// mailer (command-line tools) nothing is mailed.
-    pub fn new(pool: PgPool, passwords: Passwords, mailer: Option<Mailer>, public_url: &str) -> Self {
+    pub fn new(
+        pools: impl Into<crate::pools::Pools>,
+        passwords: Passwords,
+        mailer: Option<Mailer>,
+        public_url: &str,
+    ) -> Self {
+        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         Self {
             directories: bus::framework(&pool),
             loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            idempotency: Idempotency::new(crate::store::relaxed_pool(&pool, 8)),
+            idempotency: Idempotency::new(relaxed),
             passwords,
             mailer,
             public_url: public_url.trim_end_matches('/').to_string(),

@@ -28,14 +28,14 @@ pub struct Settings {
     #[arg(long, env = "KEEL_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
     /// How long a query with `X-Keel-Min-Position` waits before answering 503.
-    #[arg(long, env = "KEEL_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "KEEL_MIN_POSITION_WAIT_MS", default_value_t = 2_000)]
     pub min_position_wait_ms: u64,
     /// How often the purge sweeper looks for tenants past their grace period.
     #[arg(long, env = "KEEL_PURGE_SWEEP_SECONDS", default_value_t = 60)]
     pub purge_sweep_seconds: u64,
-    /// Postgres connections of this process.
-    #[arg(long, env = "KEEL_DB_POOL_SIZE", default_value_t = 32)]
-    pub db_pool_size: u32,
+    /// Resource limits: connection budget, timeouts, concurrency, streams (ADR 0021).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitSettings,
     /// Keel's public base URL: the tokens' issuer and the start of links in e-mails
     /// (default: `http://` and the REST address).
     #[arg(long, env = "KEEL_PUBLIC_URL")]
@@ -97,9 +97,9 @@ impl Settings {
             events_topic: "keel.events".into(),
             partitions: 12,
             session_timeout_ms: 10_000,
-            min_position_wait_ms: 5_000,
+            min_position_wait_ms: 2_000,
             purge_sweep_seconds: 60,
-            db_pool_size: 32,
+            limits: crate::limits::LimitSettings::default(),
             public_url: None,
             token_audience: "keel".into(),
             access_token_ttl_seconds: 300,
@@ -119,7 +119,7 @@ impl Settings {
     }
 
     /// The size limits, derived from the broker's message limit.
-    pub fn limits(&self) -> Result<keel_domain::limits::Limits, keel_domain::limits::MessageLimitTooSmall> {
+    pub fn message_limits(&self) -> Result<keel_domain::limits::Limits, keel_domain::limits::MessageLimitTooSmall> {
         keel_domain::limits::Limits::new(self.kafka_message_max_bytes)
     }
 

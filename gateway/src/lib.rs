@@ -1,13 +1,14 @@
 //! The `keel` binary's library, by role: the gRPC command API (`grpc`), the REST query
 //! API (`rest`), authentication (`auth`), the wiring of relay, projectors and
-//! schedulers into one process (`server`), its settings (`config`), and the
-//! auditors' tools that need no database (`offline`).
+//! schedulers into one process (`server`), its settings (`config`) and resource
+//! limits (`limits`), and the auditors' tools that need no database (`offline`).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod metrics;
+pub mod limits;
 pub mod offline;
 pub mod rest;
 pub mod server;

@@ -55,7 +55,7 @@ async fn main() {
     let owner = env.owner_pool().await;
     keel_tests::bench::durable_commits(&owner).await;
     let token = env.operator_token().await;
-    let pool_size = std::env::var("KEEL_BENCH_POOL").unwrap_or_else(|_| "16".into());
+    let pool_size = std::env::var("KEEL_BENCH_POOL").unwrap_or_else(|_| "40".into());
     let keel = Keel::start(&env, &pool_size).await;
     let grpc_port = keel.grpc_port;
     let channel =

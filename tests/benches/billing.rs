@@ -17,7 +17,7 @@
 //! phase per value), `KEEL_BENCH_STREAMS` (gRPC streams, default 4),
 //! `KEEL_BENCH_LATENCY_RATES` (events/s, default `10000,25000`),
 //! `KEEL_BENCH_LATENCY_SECONDS` (default 5), `KEEL_BENCH_LATENCY_BATCH` (default 500),
-//! `KEEL_BENCH_POOL` (Keel's Postgres connections, default 16), `KEEL_BENCH_BINARY`
+//! `KEEL_BENCH_POOL` (Keel's Postgres connection budget, default 40), `KEEL_BENCH_BINARY`
 //! (another `keel` build to measure, default `target/release/keel`), `KEEL_BENCH_KEEP=1`
 //! (keep the database and topics; they are dropped after a passing run, as a run
 //! writes a few GB).
@@ -725,7 +725,7 @@ async fn main() {
     let rates = list("KEEL_BENCH_LATENCY_RATES", "10000,25000");
     let latency_seconds: u64 = var("KEEL_BENCH_LATENCY_SECONDS", 5);
     let latency_batch: u64 = var("KEEL_BENCH_LATENCY_BATCH", 500).clamp(1, BATCH);
-    let pool_size: u32 = var("KEEL_BENCH_POOL", 16);
+    let pool_size: u32 = var("KEEL_BENCH_POOL", 40);
 
     let env = TestEnv::new().await;
     let owner = env.owner_pool().await;

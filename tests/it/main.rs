@@ -13,6 +13,7 @@ mod grpc;
 mod identity;
 mod interfaces;
 mod metrics;
+mod limits;
 mod projector;
 mod relay_limits;
 mod replay;

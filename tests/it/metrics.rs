@@ -68,7 +68,7 @@ async fn metrics_name_route_templates_and_methods_never_ids() {
         r#"keel_projector_parked_events{read_model="tenant_registry"}"#,
         r#"keel_projector_lag_events{read_model="audit_trail"}"#,
         "keel_password_hash_queue_depth",
-        r#"keel_db_pool_max_connections{pool="runtime"}"#,
+        r#"keel_db_pool_max_connections{pool="requests"}"#,
         r#"keel_db_pool_idle_connections{pool="workers"}"#,
     ];
     for series in expected {

@@ -24,7 +24,7 @@ impl Drop for Keel {
 }
 
 impl Keel {
-    /// Starts `target/release/keel serve` on `env` (a database pool of `pool_size`) and
+    /// Starts `target/release/keel serve` on `env` (a Postgres connection budget of `pool_size`) and
     /// waits until it is ready. Mail goes to the environment's mailbox.
     pub async fn start(env: &TestEnv, pool_size: &str) -> Self {
         let (rest_port, grpc_port) = (free_port(), free_port());
@@ -42,7 +42,7 @@ impl Keel {
             .env("KEEL_REST_ADDR", format!("127.0.0.1:{rest_port}"))
             .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
-            .env("KEEL_DB_POOL_SIZE", pool_size)
+            .env("KEEL_DB_MAX_CONNECTIONS", pool_size)
             .env("KEEL_MAILBOX_DIR", &env.mailbox)
             .env("KEEL_LOG", "warn")
             .stdin(Stdio::null())

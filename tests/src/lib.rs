@@ -105,7 +105,7 @@ impl TestEnv {
         settings.billing_topic = self.billing_topic();
         settings.partitions = self.partitions;
         settings.session_timeout_ms = 3000;
-        settings.db_pool_size = 16;
+        settings.limits.db_max_connections = 28;
         // Generous: tests share two cores with a heavy neighbour now and then.
         settings.min_position_wait_ms = 30_000;
         settings.mailbox_dir = self.mailbox.clone();

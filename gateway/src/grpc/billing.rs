@@ -13,8 +13,9 @@ use keel_domain::ids::AppId;
 use keel_domain::usage::{MAX_BATCH, Rejection, UsageInput};
 
 use super::fields::{json_object, rfc3339};
-use super::status::{coded, status};
+use super::status::{auth_status, coded, status};
 use crate::auth::Authenticator;
+use crate::limits::streams::{StreamRefused, StreamSlots};
 use crate::proto::billing_service_server::BillingService;
 use crate::proto::{
     BillingCommandResponse, EventOutcome, IngestSummary, ListRollupAllowlistRequest, ListRollupAllowlistResponse,
@@ -30,12 +31,28 @@ const MAX_LISTED: usize = 10_000;
 pub struct BillingApi {
     commands: Arc<BillingCommands>,
     auth: Arc<Authenticator>,
+    streams: Arc<StreamSlots>,
+    recheck: Duration,
 }
 
 impl BillingApi {
-    /// The API over `commands`, authenticating with `auth`.
-    pub fn new(commands: Arc<BillingCommands>, auth: Arc<Authenticator>) -> Self {
-        Self { commands, auth }
+    /// The API over `commands`, authenticating with `auth`; an ingestion stream holds one of
+    /// `streams` while open and re-checks its key every `recheck`.
+    pub fn new(
+        commands: Arc<BillingCommands>,
+        auth: Arc<Authenticator>,
+        streams: Arc<StreamSlots>,
+        recheck: Duration,
+    ) -> Self {
+        Self { commands, auth, streams, recheck }
+    }
+
+    /// UNAUTHENTICATED (with the key's refusal code) once `credential` stops working.
+    async fn still_authenticated(&self, credential: Option<&str>) -> Result<(), Status> {
+        self.auth.authenticate(credential).await.map(|_| ()).map_err(|err| {
+            tracing::info!(error = %err, "ingestion stream ended: its credential stopped working");
+            auth_status(err)
+        })
     }
 
     async fn set_rollup(
@@ -108,12 +125,31 @@ fn tally(summary: &mut IngestSummary, chunk: BatchResult, offset: usize) {
 impl BillingService for BillingApi {
     async fn ingest_events(&self, request: Request<Streaming<UsageEvent>>) -> Result<Response<IngestSummary>, Status> {
         let (metadata, _, mut stream) = request.into_parts();
+        let credential = metadata.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
         super::run(&self.auth, "IngestEvents", &metadata, Action::RecordUsage, None, "", |ctx, principal| async move {
             let app = reporting_app(&principal)?;
+            let _slot = self.streams.open(&principal).map_err(|refused| {
+                let code = match refused {
+                    StreamRefused::CallerFull => "too_many_streams",
+                    StreamRefused::Full => "streams_full",
+                };
+                coded(tonic::Code::ResourceExhausted, code, &refused.to_string())
+            })?;
+            // A revoked or expired key, or a disabled app, ends the stream within `recheck`.
+            let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + self.recheck, self.recheck);
             let mut summary = IngestSummary::default();
             let mut seen = 0;
             loop {
-                let Some(first) = stream.next().await else { break };
+                let next = tokio::select! {
+                    // First: a busy stream still re-checks on time.
+                    biased;
+                    _ = recheck.tick() => {
+                        self.still_authenticated(credential.as_deref()).await?;
+                        continue;
+                    }
+                    next = stream.next() => next,
+                };
+                let Some(first) = next else { break };
                 let mut chunk: Vec<Result<UsageInput, Rejection>> = vec![Ok(input(first?))];
                 let deadline = tokio::time::Instant::now() + LINGER;
                 let mut ended = false;

@@ -136,7 +136,9 @@ pub async fn has_passed(
 }
 
 /// Read-your-writes: if the request carries `X-Keel-Min-Position: N`, waits (bounded)
-/// until read model `read_model` has applied everything up to position N.
+/// until read model `read_model` has applied everything up to position N. A request
+/// that must wait takes one of the waiters' places (none free: 503 at once); it holds
+/// no database connection between its checks.
 pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model: &str) -> Result<(), Problem> {
     let Some(raw) = headers.get(MIN_POSITION_HEADER) else {
         return Ok(());
@@ -146,6 +148,7 @@ pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model
     })?;
     let deadline = tokio::time::Instant::now() + state.settings.min_position_wait();
     let mut pause = Duration::from_millis(2);
+    let mut place = None;
     loop {
         match has_passed(&state.pool, read_model, &state.settings.events_topic, position).await? {
             Progress::Passed => return Ok(()),
@@ -160,6 +163,15 @@ pub async fn wait_for_position(state: &AppState, headers: &HeaderMap, read_model
                 ));
             }
             Progress::Pending => {
+                if place.is_none() {
+                    place = Some(state.position_waiters.try_acquire().map_err(|_| {
+                        Problem::unavailable(
+                            "too_many_waiters",
+                            "too many requests are waiting for a position; retry",
+                            1,
+                        )
+                    })?);
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(25));
             }

@@ -64,7 +64,11 @@ const RESOURCES: [Resource; 10] = [
 /// The REST router.
 pub fn router(state: AppState) -> Router {
     // `start` refuses settings without valid limits.
-    let body_limit = state.settings.limits().unwrap_or_default().request_body_bytes();
+    let body_limit = state.settings.message_limits().unwrap_or_default().request_body_bytes();
+    let limits = crate::limits::rest::RestLimits::new(
+        state.settings.limits.max_concurrent_requests,
+        state.settings.limits.request_timeout(),
+    );
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(document()) }))
         .merge(health::routes())
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ofrep::routes())
         // Outermost, on every route (each knows its template then) and the fallback.
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(axum::middleware::from_fn_with_state(limits, crate::limits::rest::limit))
         .with_state(state)
 }
 

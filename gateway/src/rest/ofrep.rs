@@ -36,11 +36,10 @@ use super::openapi::ApiDoc;
 use super::problem::Problem;
 use super::routes::Routes;
 use super::state::AppState;
+use crate::limits::streams::StreamRefused;
 
 /// How long a stream token in an advertised SSE URL stays valid.
 const STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// How often an open stream re-checks that its key still works.
-const STREAM_RECHECK: Duration = Duration::from_secs(5);
 /// The SSE inactivity delay advertised to clients.
 const INACTIVITY_DELAY_SEC: u64 = 120;
 
@@ -56,12 +55,12 @@ pub fn routes() -> Routes {
 pub fn openapi(doc: &mut ApiDoc) {
     doc.operation("/ofrep/v1/evaluate/flags", "post", json!({
         "summary": "OFREP bulk evaluation (OpenFeature Remote Evaluation Protocol); context.targetingKey is the tenant id; ETag / If-None-Match; advertises an SSE stream (eventStreams)",
-        "responses": { "200": { "description": "OFREP bulk response" }, "304": { "description": "Not modified" }, "400": { "description": "OFREP error (errorCode, errorDetails)" }, "401": { "description": "problem+json" }, "403": { "description": "problem+json" } }
+        "responses": { "200": { "description": "OFREP bulk response" }, "304": { "description": "Not modified" }, "400": { "description": "OFREP error (errorCode, errorDetails)" }, "401": { "description": "problem+json" }, "403": { "description": "problem+json" }, "503": { "description": "problem+json: overloaded or timed out; Retry-After" } }
     }));
     doc.operation("/ofrep/v1/evaluate/flags/{key}", "post", json!({
         "summary": "OFREP single-flag evaluation",
         "parameters": [ { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
-        "responses": { "200": { "description": "OFREP evaluation" }, "400": { "description": "OFREP error" }, "404": { "description": "FLAG_NOT_FOUND" } }
+        "responses": { "200": { "description": "OFREP evaluation" }, "400": { "description": "OFREP error" }, "404": { "description": "FLAG_NOT_FOUND" }, "503": { "description": "problem+json: overloaded or timed out; Retry-After" } }
     }));
     doc.operation(
         "/ofrep/v1/events",
@@ -72,7 +71,14 @@ pub fn openapi(doc: &mut ApiDoc) {
                 { "name": "tenant", "in": "query", "required": true, "schema": { "type": "string" } },
                 { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } }
             ],
-            "responses": { "200": { "description": "text/event-stream" } }
+            "responses": {
+                "200": { "description": "text/event-stream; ends when the credential stops working (revoked key, ended session)" },
+                "400": { "description": "problem+json" },
+                "401": { "description": "problem+json" },
+                "403": { "description": "problem+json" },
+                "429": { "description": "problem+json: too many open streams for this caller, or in all; Retry-After" },
+                "503": { "description": "problem+json: overloaded; Retry-After" }
+            }
         }),
     );
 }
@@ -126,9 +132,32 @@ impl From<OfrepError> for Refusal {
 
 /// The credential: `Authorization: Bearer <key>`, or `X-API-Key: <key>`.
 async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Refusal> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|k| format!("Bearer {}", k.trim()));
-    state.auth.authenticate(authorization.or(api_key.as_deref())).await.map_err(|e| Refusal::Problem(e.into()))
+    let credential = credential(headers);
+    state.auth.authenticate(credential.as_deref()).await.map_err(|e| Refusal::Problem(e.into()))
+}
+
+/// The request's credential as an `authorization` value: the header, or `X-API-Key` as a bearer.
+fn credential(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    authorization
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|k| format!("Bearer {}", k.trim())))
+}
+
+/// What an open stream re-checks: an API key by id (however it was presented), else the
+/// credential it was opened with (a user's access token, an operator token).
+enum Recheck {
+    Key(String),
+    Credential(Option<String>),
+}
+
+impl Recheck {
+    /// Whether the stream's credential still works.
+    async fn still_works(&self, state: &AppState) -> bool {
+        match self {
+            Recheck::Key(key_id) => state.auth.api_keys().active(key_id).is_some(),
+            Recheck::Credential(credential) => state.auth.authenticate(credential.as_deref()).await.is_ok(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -318,14 +347,14 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, Query(query):
         return Problem::bad_request("invalid_tenant_id", "tenant is not a tenant id (tnt_…)").into_response();
     };
     let has_header = headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key");
-    let (principal, key_id) = match (has_header, query.token.as_deref()) {
+    let (principal, recheck) = match (has_header, query.token.as_deref()) {
         (false, Some(token)) => {
             let Some(key_id) = stream_token_key(&state, &tenant, token) else {
                 return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the stream token is not valid")
                     .into_response();
             };
             match state.auth.api_keys().active(&key_id) {
-                Some(principal) => (principal, Some(key_id)),
+                Some(principal) => (principal, Recheck::Key(key_id)),
                 None => {
                     return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the API key no longer works")
                         .into_response();
@@ -334,11 +363,11 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, Query(query):
         }
         _ => match principal(&state, &headers).await {
             Ok(principal) => {
-                let key_id = match &principal {
-                    Principal::App { key_id, .. } => Some(key_id.clone()),
-                    _ => None,
+                let recheck = match &principal {
+                    Principal::App { key_id, .. } => Recheck::Key(key_id.clone()),
+                    _ => Recheck::Credential(credential(&headers)),
                 };
-                (principal, key_id)
+                (principal, recheck)
             }
             Err(refusal) => return refusal.respond(None),
         },
@@ -346,43 +375,58 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, Query(query):
     if let Err(refusal) = served(&state, &principal, &tenant) {
         return refusal.respond(None);
     }
+    let slot = match state.streams.open(&principal) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let code = match refused {
+                StreamRefused::CallerFull => "too_many_streams",
+                StreamRefused::Full => "streams_full",
+            };
+            let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, code, refused.to_string());
+            problem.retry_after = Some(1);
+            return problem.into_response();
+        }
+    };
     let rx = state.flags.subscribe(tenant.as_str());
     let shutdown = state.shutdown.clone();
+    let period = state.settings.limits.stream_recheck();
+    let every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     enum Wake {
         Changed,
         Recheck,
         Stop,
     }
-    let stream =
-        futures::stream::unfold((rx, shutdown, state, key_id), |(mut rx, mut shutdown, state, key_id)| async move {
-            loop {
-                let wake = tokio::select! {
-                    changed = rx.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
-                    _ = tokio::time::sleep(STREAM_RECHECK) => Wake::Recheck,
-                    _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
-                };
-                match wake {
-                    Wake::Stop => return None,
-                    // A revoked key, an expired key or a disabled app ends the stream.
-                    Wake::Recheck => {
-                        if let Some(key_id) = &key_id
-                            && state.auth.api_keys().active(key_id).is_none()
-                        {
-                            return None;
-                        }
-                    }
-                    Wake::Changed => {
-                        let etag = rx.borrow_and_update().clone();
-                        let data = json!({
-                            "type": "refetchEvaluation",
-                            "etag": etag,
-                            "lastModified": chrono::Utc::now().timestamp(),
-                        });
-                        let event = Event::default().event("message").data(data.to_string());
-                        return Some((Ok::<_, Infallible>(event), (rx, shutdown, state, key_id)));
+    // The slot lives in the stream's state: it is freed when the stream ends or the client goes.
+    let open = (rx, shutdown, state, recheck, every, slot);
+    let stream = futures::stream::unfold(open, |(mut rx, mut shutdown, state, recheck, mut every, slot)| async move {
+        loop {
+            let wake = tokio::select! {
+                // First: a busy stream still re-checks on time.
+                biased;
+                _ = every.tick() => Wake::Recheck,
+                _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
+                changed = rx.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
+            };
+            match wake {
+                Wake::Stop => return None,
+                // A revoked, expired or disabled key, or an ended session, ends the stream.
+                Wake::Recheck => {
+                    if !recheck.still_works(&state).await {
+                        return None;
                     }
                 }
+                Wake::Changed => {
+                    let etag = rx.borrow_and_update().clone();
+                    let data = json!({
+                        "type": "refetchEvaluation",
+                        "etag": etag,
+                        "lastModified": chrono::Utc::now().timestamp(),
+                    });
+                    let event = Event::default().event("message").data(data.to_string());
+                    return Some((Ok::<_, Infallible>(event), (rx, shutdown, state, recheck, every, slot)));
+                }
             }
-        });
+        }
+    });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }

@@ -37,4 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Fires when the process stops (ends open event streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The open long-lived streams (per caller and in all).
+    pub streams: Arc<crate::limits::streams::StreamSlots>,
+    /// Places for requests waiting for `X-Keel-Min-Position`.
+    pub position_waiters: Arc<tokio::sync::Semaphore>,
 }

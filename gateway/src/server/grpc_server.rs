@@ -21,6 +21,7 @@ use crate::grpc::routing::RoutingApi;
 use crate::grpc::tenants::TenantApi;
 use crate::grpc::users::UserApi;
 use crate::metrics::Metrics;
+use crate::limits::grpc::GrpcLimits;
 use crate::proto::app_service_server::AppServiceServer;
 use crate::proto::billing_service_server::BillingServiceServer;
 use crate::proto::flag_service_server::FlagServiceServer;
@@ -63,18 +64,28 @@ pub async fn serve(
     let app_api = AppApi::new(services.apps.clone(), auth.clone());
     let flag_api = FlagApi::new(services.flags.clone(), auth.clone());
     let routing_api = RoutingApi::new(services.routing.clone(), auth.clone());
-    let billing_api = BillingApi::new(services.billing.clone(), auth.clone());
+    let billing_api = BillingApi::new(
+        services.billing.clone(),
+        auth.clone(),
+        services.streams.clone(),
+        settings.limits.stream_recheck(),
+    );
     let user_api = UserApi::new(services.users.clone(), services.sessions.clone(), auth.clone(), pool.clone());
     let refusals = AuditRefusals::new(auth.clone());
     // A request carries at most what one broker message may (ADR 0017).
-    let max = settings.limits()?.grpc_message_bytes();
+    let max = settings.message_limits()?.grpc_message_bytes();
     let record_calls = RecordCalls::new(metrics.clone());
+    let limits = settings.limits.clone();
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
             .layer(record_calls)
+            // Calls beyond it wait on their connection (HTTP/2 caps the streams per connection).
+            .concurrency_limit_per_connection(limits.grpc_concurrency_per_connection.max(1))
             .layer(tower::util::MapRequestLayer::new(stamp_peer))
+            // Before the refusal audit: shed calls are answered without touching the database.
+            .layer(GrpcLimits::new(limits.max_concurrent_requests, limits.request_timeout()))
             .layer(refusals)
             .layer(cors())
             .layer(tonic_web::GrpcWebLayer::new())

@@ -5,6 +5,7 @@
 
 mod error;
 mod grpc_server;
+pub mod pools;
 mod projectors;
 mod rest_server;
 mod services;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,7 +66,7 @@ pub struct Running {
     pub projectors: ProjectorStatuses,
     /// The tenant registry projector's status (also in `projectors`).
     pub registry: Arc<ProjectorStatus>,
-    /// The runtime pool.
+    /// The runtime pool (requests).
     pub pool: PgPool,
     /// Tenant commands (for in-process tools and tests).
     pub tenants: Arc<TenantCommands>,
@@ -76,6 +76,7 @@ pub struct Running {
     pub tokens: Arc<TokenService>,
     /// Managed-app commands (for in-process tools and tests).
     pub apps: Arc<AppCommands>,
+    pools: pools::ProcessPools,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -87,7 +88,7 @@ impl Running {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-        self.pool.close().await;
+        self.pools.close().await;
     }
 
     /// Ends every task at once, wherever it is (as a crash would): open
@@ -99,7 +100,7 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.pool.close().await;
+        self.pools.close().await;
     }
 
     /// A future that completes when a stop is asked for.
@@ -109,18 +110,6 @@ impl Running {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     }
-}
-
-/// Connects the runtime pool.
-pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(settings.db_pool_size)
-        // No ping before every checkout: it doubles the round trips; a dead
-        // connection shows as an error on its next query and is dropped then.
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&settings.database_url)
-        .await
 }
 
 /// Refuses to start on a database that `keel migrate` has not prepared.
@@ -134,11 +123,12 @@ async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
 /// Starts a Keel process with `workers`.
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
-    keel_commands::limits::configure(settings.limits()?);
-    let pool = connect(&settings).await?;
+    keel_commands::limits::configure(settings.message_limits()?);
+    let pools = pools::connect(&settings.database_url, &settings.limits, workers).await?;
+    let pool = pools.requests.clone();
     check_migrated(&pool).await?;
     // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
-    let relaxed = keel_commands::store::relaxed_pool(&pool, 8);
+    let relaxed = pools.workers.clone();
     let (shutdown, stop) = watch::channel(false);
     let mut tasks = Tasks { stop, handles: Vec::new() };
 
@@ -148,13 +138,17 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let rest_listener = TcpListener::bind(settings.rest_addr).await?;
     let rest_addr = rest_listener.local_addr()?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{rest_addr}"));
-    let services = Services::start(&settings, &pool, &public_url, &mut tasks).await?;
+    let services = Services::start(&settings, &pools.commands(), &public_url, &mut tasks).await?;
     if workers.sweeper {
         workers::sweepers(&settings, &pool, &services, &mut tasks);
     }
     let metrics = Arc::new(Metrics::new(Probes {
         pool: pool.clone(),
-        pools: vec![("runtime", pool.clone()), ("workers", relaxed.clone())],
+        pools: vec![
+            ("requests", pools.requests.clone()),
+            ("relaxed", pools.relaxed.clone()),
+            ("workers", pools.workers.clone()),
+        ],
         relay: relay.clone(),
         projectors: projectors.clone(),
         passwords: services.passwords.clone(),
@@ -176,6 +170,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         users: services.users,
         tokens: services.tokens,
         apps: services.apps,
+        pools,
         shutdown,
         tasks: tasks.handles,
     })

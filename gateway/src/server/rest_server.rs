@@ -42,6 +42,8 @@ pub async fn serve(
         billing: services.billing.clone(),
         metrics: metrics.clone(),
         shutdown: tasks.stop.clone(),
+        streams: services.streams.clone(),
+        position_waiters: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_position_waiters.max(1))),
     });
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {

@@ -1,10 +1,10 @@
 //! What both APIs share: the command services, sessions, access tokens, the
-//! authenticator with its API-key index, and the flag cache; with the tasks that keep
-//! the tokens, the key index and the cache current.
+//! authenticator with its API-key index, the flag cache and the open streams' slots;
+//! with the tasks that keep the tokens, the key index and the cache current.
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use keel_commands::pools::Pools;
 
 use keel_commands::apps::AppCommands;
 use keel_commands::billing::BillingCommands;
@@ -22,6 +22,7 @@ use super::tasks::Tasks;
 use crate::auth::Authenticator;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
+use crate::limits::streams::StreamSlots;
 use crate::rest::flag_cache::FlagCache;
 
 /// The services of one process.
@@ -50,6 +51,8 @@ pub struct Services {
     pub passwords: Passwords,
     /// Outgoing mail.
     pub mailer: Mailer,
+    /// The open long-lived streams of both APIs (SSE, `IngestEvents`).
+    pub streams: Arc<StreamSlots>,
 }
 
 impl Services {
@@ -57,16 +60,17 @@ impl Services {
     /// token issuer) and spawns the tasks that keep them current.
     pub async fn start(
         settings: &Settings,
-        pool: &PgPool,
+        pools: &Pools,
         public_url: &str,
         tasks: &mut Tasks,
     ) -> Result<Self, StartError> {
+        let pool = &pools.durable;
         let passwords = Passwords::with_capacity(keel_commands::passwords::cores(), settings.hash_queue_capacity);
         let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
-        let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer.clone()), public_url));
+        let users = Arc::new(UserCommands::new(pools.clone(), passwords.clone(), Some(mailer.clone()), public_url));
         let sessions = Arc::new(
             Sessions::new(
-                pool.clone(),
+                pools.clone(),
                 passwords.clone(),
                 chrono::Duration::hours(settings.session_ttl_hours.max(1)),
                 ThrottlePolicy::default(),
@@ -83,18 +87,19 @@ impl Services {
             .await?,
         );
         tasks.spawn(tokens.clone().run(tasks.stop.clone()));
-        let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
+        let tenants = Arc::new(TenantCommands::new(pools.clone()).inviting_owners(users.clone()));
         let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
         tasks.spawn(auth.refusals().clone().run(tasks.stop.clone()));
-        let apps = Arc::new(AppCommands::new(pool.clone()).await?);
+        let apps = Arc::new(AppCommands::new(pools.clone()).await?);
         auth.api_keys().refresh().await?;
         tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
-        let routing = Arc::new(RoutingCommands::new(pool.clone()));
-        let flags = Arc::new(FlagCommands::new(pool.clone()));
-        let billing = Arc::new(BillingCommands::new(pool.clone(), settings.usage_policy()));
+        let routing = Arc::new(RoutingCommands::new(pools.clone()));
+        let flags = Arc::new(FlagCommands::new(pools.clone()));
+        let billing = Arc::new(BillingCommands::new(pools.clone(), settings.usage_policy()));
         let flag_cache = Arc::new(FlagCache::new(pool.clone()));
         flag_cache.reload().await?;
         tasks.spawn(flag_cache.clone().run(tasks.stop.clone()));
+        let streams = StreamSlots::new(settings.limits.max_streams, settings.limits.max_streams_per_caller);
         Ok(Self {
             users,
             sessions,
@@ -108,6 +113,7 @@ impl Services {
             flag_cache,
             passwords,
             mailer,
+            streams,
         })
     }
 }
