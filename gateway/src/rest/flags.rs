@@ -1,12 +1,13 @@
-//! REST reads of a tenant's flag snapshot and entitlements. Both come from the
-//! gateway's flag cache; with `X-Keel-Min-Position` they are computed from the read
-//! model once it has reached that position (read-your-writes).
+//! REST reads of a tenant's flag snapshot and entitlements. For operators, auditors and
+//! apps both come from the gateway's flag cache; a tenant user's are computed from the
+//! read model under its tenant's row-level security (ADR 0006), and so is any read with
+//! `X-Keel-Min-Position`, once the model has reached that position (read-your-writes).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,8 +18,9 @@ use keel_domain::access::{Action, Target};
 use keel_domain::catalog::EntitlementKind;
 use keel_domain::ids::TenantId;
 use keel_projections::flag_snapshots::{self, FlagSnapshot};
+use keel_projections::tenant_registry::Scope;
 
-use super::extract::{Caller, MIN_POSITION_HEADER, authorize_request, wait_for_position};
+use super::extract::{Caller, MIN_POSITION_HEADER, Path, authorize_request, scope, wait_for_position};
 use super::flag_cache::Served;
 use super::openapi::{ApiDoc, errors, min_position, ok};
 use super::problem::Problem;
@@ -97,12 +99,14 @@ async fn snapshot_for(
 ) -> Result<Arc<Served>, Problem> {
     let id: TenantId = raw.parse().map_err(|_| Problem::not_found())?;
     authorize_request(state, principal, action, Target { tenant: Some(&id), plan: None })?;
-    if !headers.contains_key(MIN_POSITION_HEADER) {
+    let scope = scope(principal);
+    // A tenant user's read runs under its tenant's row-level security, like every other
+    // read; the platform-wide cache serves the platform's principals and apps.
+    if matches!(scope, Scope::Platform) && !headers.contains_key(MIN_POSITION_HEADER) {
         return state.flags.get(id.as_str()).ok_or_else(Problem::not_found);
     }
     wait_for_position(state, headers, flag_snapshots::NAME).await?;
-    let row =
-        flag_snapshots::tenants(&state.pool, Some(&[id.to_string()])).await?.pop().ok_or_else(Problem::not_found)?;
+    let row = flag_snapshots::tenant(&state.pool, &scope, id.as_str()).await?.ok_or_else(Problem::not_found)?;
     let definitions = flag_snapshots::definitions(&state.pool).await?;
     Ok(Arc::new(Served::new(flag_snapshots::snapshot(&row, &definitions))))
 }

@@ -1,6 +1,6 @@
 //! The REST query API: one file per resource — each exporting its routes and its part
 //! of the OpenAPI document — and what they share: the state (`state`), extractors and
-//! helpers (`extract`), paging (`pagination`), problem documents (`problem`), the
+//! helpers (`extract`), paging (`pagination`), CSV cells (`csv_cell`), problem documents (`problem`), the
 //! OpenAPI builder (`openapi`) and the flag cache (`flag_cache`). This module only
 //! composes the resources into one router and one document. It reads read models
 //! only (and records usage, audit records and health reports).
@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod csv_cell;
 pub mod extract;
 pub mod flag_cache;
 pub mod flags;
@@ -24,7 +25,7 @@ pub mod tenants;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
@@ -68,10 +69,33 @@ pub fn router(state: AppState) -> Router {
         .merge(billing::routes())
         .merge(audit::routes())
         .fallback(|| async { Problem::not_found() })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
-        .merge(ofrep::routes())
+        .merge(Router::from(ofrep::routes()).method_not_allowed_fallback(method_not_allowed))
         .with_state(state)
+}
+
+/// `405` for a routed path and another method (axum adds the `Allow` header).
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not answer this method")
+}
+
+/// Any error not already a problem document (a rejection by axum itself, e.g. of a body
+/// over its size limit, which answers `text/plain`) as one, keeping status and headers.
+fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace([' ', '-'], "_");
+    let detail = status.canonical_reason().unwrap_or("error").to_string();
+    let body = serde_json::to_vec(&Problem::new(status, &code, detail)).unwrap_or_default();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// `GET /v1/openapi.json`: the REST API described as OpenAPI 3.1, gathered from the
@@ -103,7 +127,7 @@ async fn correlation(mut request: Request, next: Next) -> Response {
     let span =
         tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
     async move {
-        let mut response = next.run(request).await;
+        let mut response = as_problem(next.run(request).await);
         tracing::info!(status = response.status().as_u16(), "request served");
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(CORRELATION_HEADER, value);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,7 @@ use sha2::Sha256;
 use keel_domain::access::{Action, Denied, Principal, Target, authorize};
 use keel_domain::ids::TenantId;
 
-use super::extract::denied_problem;
+use super::extract::{Path, Query, denied_problem};
 use super::flag_cache::Served;
 use super::openapi::ApiDoc;
 use super::problem::Problem;
