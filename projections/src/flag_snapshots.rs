@@ -442,7 +442,7 @@ pub async fn tenants(pool: &PgPool, only: Option<&[String]>) -> Result<Vec<Tenan
 
 /// One tenant's row, if visible in `scope` (row-level security applies: a tenant scope
 /// sees its own row only, whatever `tenant_id` asks for).
-pub async fn tenant(pool: &PgPool, scope: &Scope, tenant_id: &str) -> Result<Option<TenantFlagsRow>, sqlx::Error> {
+pub async fn tenant_row(pool: &PgPool, scope: &Scope, tenant_id: &str) -> Result<Option<TenantFlagsRow>, sqlx::Error> {
     let mut tx = scoped(pool, scope).await?;
     let row = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM {}.tenant_flags WHERE tenant_id = $1",

@@ -15,6 +15,7 @@ mod interfaces;
 mod projector;
 mod replay;
 mod rest;
+mod rest_fuzz;
 mod routing;
 mod schemas;
 mod support;

@@ -106,7 +106,7 @@ async fn snapshot_for(
         return state.flags.get(id.as_str()).ok_or_else(Problem::not_found);
     }
     wait_for_position(state, headers, flag_snapshots::NAME).await?;
-    let row = flag_snapshots::tenant(&state.pool, &scope, id.as_str()).await?.ok_or_else(Problem::not_found)?;
+    let row = flag_snapshots::tenant_row(&state.pool, &scope, id.as_str()).await?.ok_or_else(Problem::not_found)?;
     let definitions = flag_snapshots::definitions(&state.pool).await?;
     Ok(Arc::new(Served::new(flag_snapshots::snapshot(&row, &definitions))))
 }

@@ -202,6 +202,43 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_documents_its_refusals_as_problem_documents() {
+        let doc = document();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let responses = operation["responses"].as_object().expect("responses");
+                let anonymous = operation["security"] == json!([]);
+                let takes_input = operation["parameters"].as_array().is_some_and(|p| !p.is_empty())
+                    || operation.get("requestBody").is_some();
+                let mut needed: Vec<&str> = Vec::new();
+                if takes_input {
+                    needed.push("400");
+                }
+                if !anonymous {
+                    needed.push("401");
+                }
+                for status in needed {
+                    if !responses.contains_key(status) {
+                        missing.push(format!("{method} {path}: no {status}"));
+                    }
+                }
+                // Every refusal has a body schema: a problem document (OFREP's own errors excepted).
+                for (status, response) in responses {
+                    let refusal = status.starts_with('4') || status.starts_with('5');
+                    let content = &response["content"];
+                    let described = content["application/problem+json"]["schema"].is_object()
+                        || (path.starts_with("/ofrep/") && content["application/json"]["schema"].is_object());
+                    if refusal && !described && path != "/readyz" {
+                        missing.push(format!("{method} {path}: {status} is not a problem document"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
     fn the_document_lists_every_routed_path() {
         let doc = document();
         let documented: BTreeSet<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
