@@ -13,7 +13,8 @@ use crate::support::{domain, provision, tenant_client};
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
                       response_headers_conformance,response_schema_conformance";
 
-/// Runs schemathesis against the Keel at `base` with `args`; returns (passed, output).
+/// Runs schemathesis (one worker: CPython 3.11's parser is not thread-safe under
+/// schemathesis' coverage phase) against the Keel at `base` with `args`; returns (passed, output).
 async fn schemathesis(base: &str, token: &str, args: &[&str]) -> (bool, String) {
     let bin = std::env::var("KEEL_SCHEMATHESIS_BIN")
         .expect("KEEL_SCHEMATHESIS_BIN is not set: run the tests with `make test`, which installs schemathesis");
@@ -22,7 +23,7 @@ async fn schemathesis(base: &str, token: &str, args: &[&str]) -> (bool, String) 
     command
         .arg("run")
         .arg(format!("{base}/v1/openapi.json"))
-        .args(["--url", base, "--checks", CHECKS, "--workers", "2", "--seed", "13", "--no-color"])
+        .args(["--url", base, "--checks", CHECKS, "--workers", "1", "--seed", "13", "--no-color"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--suppress-health-check", "all", "--request-timeout", "10"])
         .args(args)

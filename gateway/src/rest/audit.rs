@@ -91,7 +91,7 @@ pub fn openapi(doc: &mut ApiDoc) {
     doc.operation("/v1/audit/export.csv", "get", json!({
         "summary": "The audit records as CSV, streamed in chain order (verifiable offline with keel audit verify --csv)",
         "parameters": filters,
-        "responses": errors([("200", json!({ "description": "text/csv" }))])
+        "responses": errors([("200", json!({ "description": "text/csv", "content": { "text/csv": { "schema": { "type": "string" } } } }))])
     }));
     doc.operation("/v1/audit/checkpoints", "get", json!({
         "summary": "Every signed checkpoint of the chain heads (auditors and operators)",

@@ -79,7 +79,10 @@ pub fn openapi(doc: &mut ApiDoc) {
         ],
         "responses": errors([
             ("200", json!({ "description": "application/x-ndjson (one LedgerEvent plus cursor per line) or text/csv",
-                "content": { "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } } } })),
+                "content": {
+                    "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } },
+                    "text/csv": { "schema": { "type": "string" } }
+                } })),
             ("404", problem("Another tenant's ledger")),
         ])
     }));

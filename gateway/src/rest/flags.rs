@@ -22,7 +22,7 @@ use keel_projections::tenant_registry::Scope;
 
 use super::extract::{Caller, MIN_POSITION_HEADER, Path, authorize_request, scope, wait_for_position};
 use super::flag_cache::Served;
-use super::openapi::{ApiDoc, errors, min_position, ok};
+use super::openapi::{ApiDoc, errors, min_position, ok, problem};
 use super::problem::Problem;
 use super::routes::Routes;
 use super::state::AppState;
@@ -47,6 +47,9 @@ pub fn openapi(doc: &mut ApiDoc) {
         "responses": errors([
             ("200", ok("FlagSnapshot")),
             ("304", json!({ "description": "Not modified" })),
+            ("404", problem("No such tenant (or not visible to the caller)")),
+            ("410", problem("tenant_purged")),
+            ("422", problem("tenant_suspended or tenant_pending_deletion")),
         ])
     }));
     doc.operation("/v1/control-plane/tenants/{id}/entitlements", "get", json!({
@@ -55,7 +58,11 @@ pub fn openapi(doc: &mut ApiDoc) {
             { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
             min_position()
         ],
-        "responses": errors([("200", ok("Entitlements"))])
+        "responses": errors([
+            ("200", ok("Entitlements")),
+            ("404", problem("No such tenant (or not visible to the caller)")),
+            ("410", problem("tenant_purged")),
+        ])
     }));
 }
 
