@@ -135,6 +135,11 @@ async fn errors_are_problem_documents_without_internals() {
             "invalid_query",
         ),
         (
+            http.get(format!("{base}/v1/audit/export.csv?actor_id=a%00b")).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
             http.delete(format!("{base}/v1/control-plane/tenants")).bearer_auth(&token),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -46,7 +46,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// Query parameters, like axum's `Query`, but a malformed query string (a repeated
-/// parameter, a number that is not one) is a `400 invalid_query` problem document.
+/// parameter, a number that is not one, a NUL) is a `400 invalid_query` problem document.
 #[derive(Debug, Clone)]
 pub struct Query<T>(pub T);
 
@@ -54,6 +54,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No text Keel stores or filters on holds a NUL (Postgres text cannot).
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(Problem::bad_request("invalid_query", "a query parameter holds a NUL character"));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(params)) => Ok(Query(params)),
             Err(_) => Err(Problem::bad_request(
