@@ -266,3 +266,29 @@ TOML
   echo "$v $(sha256sum "$TANSU_PATCH" | cut -d' ' -f1)" >"$TANSU_STAMP"
   rm -rf "$work"
 }
+
+# ----------------------------------------------------------- schemathesis ---
+
+# schemathesis (the REST fuzzing suite's tool, from PyPI) lives in its own virtualenv
+# under $KEEL_TOOLS, one per pinned version.
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+SCHEMATHESIS_VENV="$KEEL_TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+SCHEMATHESIS_BIN="$SCHEMATHESIS_VENV/bin/schemathesis"
+
+ensure_schemathesis() {
+  [ -x "$SCHEMATHESIS_BIN" ] && return 0
+  ensure_cmd python3
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  mkdir -p "$KEEL_TOOLS"
+  (
+    exec 9>"$KEEL_TOOLS/.schemathesis.lock"
+    flock 9
+    [ -x "$SCHEMATHESIS_BIN" ] && exit 0
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+    rm -rf "$SCHEMATHESIS_VENV"
+    python3 -m venv "$SCHEMATHESIS_VENV" &&
+      "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
+      { rm -rf "$SCHEMATHESIS_VENV"; die "installing schemathesis failed"; }
+  )
+  [ -x "$SCHEMATHESIS_BIN" ] || die "schemathesis install failed: $SCHEMATHESIS_BIN missing"
+}

@@ -6,6 +6,7 @@
 # then runs the tests (cargo nextest if installed, else cargo test) with:
 #   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
 #   KEEL_TEST_KAFKA_BROKERS  127.0.0.1:59092
+#   KEEL_SCHEMATHESIS_BIN    schemathesis (scripts/lib.sh installs it into a venv under $KEEL_TOOLS)
 # Every service it started is stopped on exit; the exit code is the result.
 #
 # KEEL_TEST_CMD='some command' replaces the cargo steps (to test this script).
@@ -66,6 +67,9 @@ export KEEL_TEST_DATABASE_URL
 export KEEL_TEST_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
 # Tests that stop and restart a broker run a private one with this binary.
 export KEEL_TANSU_BIN="$TANSU_BIN"
+# The REST fuzzing suite runs schemathesis (installed from PyPI on first use).
+ensure_schemathesis
+export KEEL_SCHEMATHESIS_BIN="$SCHEMATHESIS_BIN"
 
 # CLI tests run the `keel` binary itself; the OFREP SDK test runs a stock OpenFeature SDK.
 cargo build -p keel-gateway --bin keel

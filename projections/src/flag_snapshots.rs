@@ -440,6 +440,21 @@ pub async fn tenants(pool: &PgPool, only: Option<&[String]>) -> Result<Vec<Tenan
     Ok(rows)
 }
 
+/// One tenant's row, if visible in `scope` (row-level security applies: a tenant scope
+/// sees its own row only, whatever `tenant_id` asks for).
+pub async fn tenant_row(pool: &PgPool, scope: &Scope, tenant_id: &str) -> Result<Option<TenantFlagsRow>, sqlx::Error> {
+    let mut tx = scoped(pool, scope).await?;
+    let row = sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM {}.tenant_flags WHERE tenant_id = $1",
+        live_schema(NAME)
+    ))
+    .bind(tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
 /// The newest position in the model (0 if empty).
 pub async fn newest_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = scoped(pool, &Scope::Platform).await?;

@@ -426,3 +426,29 @@ async fn a_stock_openfeature_sdk_evaluates_keel_flags_and_sees_changes_without_a
     }
     keel.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_scoped_flag_read_never_sees_another_tenants_row() {
+    use keel_projections::flag_snapshots;
+    use keel_projections::tenant_registry::Scope;
+
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let operator = env.operator_token().await;
+    let mut tenants = tenant_client(keel.grpc_addr).await;
+    let a = provision(&mut tenants, &operator, &domain("rls-a")).await;
+    let b = provision(&mut tenants, &operator, &domain("rls-b")).await;
+    let newest = a.position.max(b.position);
+    keel_tests::wait_projected(&keel.pool, flag_snapshots::NAME, &env.topic, newest, Duration::from_secs(60)).await;
+
+    // The runtime role, as the gateway connects: row-level security decides, not the code.
+    let pool = env.app_pool().await;
+    let scope_a = Scope::Tenant(a.tenant_id.clone());
+    let own = flag_snapshots::tenant_row(&pool, &scope_a, &a.tenant_id).await.expect("read");
+    assert_eq!(own.map(|r| r.tenant_id), Some(a.tenant_id.clone()), "a tenant reads its own row");
+    let other = flag_snapshots::tenant_row(&pool, &scope_a, &b.tenant_id).await.expect("read");
+    assert!(other.is_none(), "tenant A's scope must not see tenant B's flags even when asked for them");
+    let platform = flag_snapshots::tenant_row(&pool, &Scope::Platform, &b.tenant_id).await.expect("read");
+    assert!(platform.is_some(), "the platform scope sees every tenant (so the check above can fail)");
+    keel.stop().await;
+}

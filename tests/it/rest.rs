@@ -118,6 +118,32 @@ async fn errors_are_problem_documents_without_internals() {
             "unknown_position",
         ),
         (http.get(format!("{base}/no/such/route")), StatusCode::NOT_FOUND, "not_found"),
+        // A malformed query string and a wrong method are problem documents too.
+        (
+            http.get(format!("{base}/v1/control-plane/tenants?status=active&status=purged")).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            http.get(format!("{base}/v1/control-plane/tenants?limit=many")).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            http.get(format!("{base}/v1/audit/events?outcome=success&outcome=failure")).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            http.get(format!("{base}/v1/audit/export.csv?actor_id=a%00b")).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            http.delete(format!("{base}/v1/control-plane/tenants")).bearer_auth(&token),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (request, status, code) in cases {
         let response = request.header("x-correlation-id", "corr-123").send().await.expect("send");

@@ -18,6 +18,7 @@ use keel_domain::audit::{
 };
 
 use super::event_log::{self, LogSource};
+use crate::rest::csv_cell;
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Serialize)]
@@ -156,7 +157,7 @@ pub async fn verify_log(
 
 /// Reads a record from a CSV export row (the columns of `rest::audit::CSV_HEADER`).
 fn entry_from_row(row: &csv::StringRecord) -> Result<AuditEntry, String> {
-    let get = |i: usize| row.get(i).unwrap_or_default().to_string();
+    let get = |i: usize| csv_cell::unescape(row.get(i).unwrap_or_default()).to_string();
     let optional = |i: usize| Some(get(i)).filter(|s| !s.is_empty());
     let record = AuditRecord {
         id: get(0).parse().map_err(|_| "id is not a UUID")?,
@@ -200,4 +201,39 @@ pub fn verify_csv(
     }
     progress.finish();
     Ok(finish(verifier, checkpoints, keys, broken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_export_with_formula_like_cells_reads_back_unchanged() {
+        let record = AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            chain: "platform".into(),
+            seq: 1,
+            timestamp: "2026-01-01T00:00:00.000000Z".into(),
+            tenant_id: None,
+            actor_type: "app".into(),
+            actor_id: "@app".into(),
+            action: "=cmd|' /C calc'!A0".into(),
+            resource: "-2+3".into(),
+            outcome: keel_domain::audit::Outcome::Failure,
+            reason: Some("'already quoted".into()),
+            source: "+source".into(),
+            source_event_id: Some("\tevt".into()),
+            metadata: serde_json::Map::new(),
+            prev_hash: "00".into(),
+        };
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let row = crate::rest::audit::csv_row(&serde_json::to_value(&record).unwrap(), "ff");
+        assert!(row[7].starts_with("'=") && row[6].starts_with("'@") && row[10].starts_with("''"), "{row:?}");
+        writer.write_record(&row).unwrap();
+        let bytes = writer.into_inner().unwrap();
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(bytes.as_slice());
+        let read = entry_from_row(&reader.records().next().unwrap().unwrap()).unwrap();
+        assert_eq!(read.record, record);
+        assert_eq!(read.hash, "ff");
+    }
 }

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,7 +21,8 @@ use keel_domain::limits;
 use keel_projections::audit_trail::{self, AuditFilter, ListedRecord};
 use keel_projections::tenant_registry::Scope;
 
-use super::extract::{Caller, authorize_request, json_body, scope, time_param, wait_for_position};
+use super::csv_cell;
+use super::extract::{Caller, Query, authorize_request, json_body, scope, time_param, wait_for_position};
 use super::openapi::{ApiDoc, body, errors, min_position, ok};
 use super::problem::Problem;
 use super::routes::Routes;
@@ -91,7 +92,7 @@ pub fn openapi(doc: &mut ApiDoc) {
     doc.operation("/v1/audit/export.csv", "get", json!({
         "summary": "The audit records as CSV, streamed in chain order (verifiable offline with keel audit verify --csv)",
         "parameters": filters,
-        "responses": errors([("200", json!({ "description": "text/csv" }))])
+        "responses": errors([("200", json!({ "description": "text/csv", "content": { "text/csv": { "schema": { "type": "string" } } } }))])
     }));
     doc.operation("/v1/audit/checkpoints", "get", json!({
         "summary": "Every signed checkpoint of the chain heads (auditors and operators)",
@@ -219,7 +220,8 @@ pub const CSV_HEADER: [&str; 16] = [
     "hash",
 ];
 
-/// One record as a CSV row (the inverse of `keel audit verify`'s reader).
+/// One record as a CSV row, each cell escaped against formula injection (the inverse
+/// of `keel audit verify`'s reader).
 pub fn csv_row(record: &Value, hash: &str) -> [String; 16] {
     let field = |k: &str| match &record[k] {
         Value::Null => String::new(),
@@ -244,6 +246,7 @@ pub fn csv_row(record: &Value, hash: &str) -> [String; 16] {
         field("prev_hash"),
         hash.to_string(),
     ]
+    .map(csv_cell::escape)
 }
 
 struct ExportState {

@@ -60,7 +60,7 @@ pub fn openapi(doc: &mut ApiDoc) {
             auth_post(
                 "Password login; omit tenant for platform users",
                 "LoginRequest",
-                Some("TokenResponse"),
+                ("200", ok("TokenResponse")),
                 &[
                     ("401", "invalid_credentials"),
                     ("403", "tenant_suspended or user_disabled"),
@@ -74,7 +74,7 @@ pub fn openapi(doc: &mut ApiDoc) {
             auth_post(
                 "Refresh: a single-use refresh token for a new pair",
                 "RefreshRequest",
-                Some("TokenResponse"),
+                ("200", ok("TokenResponse")),
                 &[("401", "invalid_grant (a reused token also ends the session)")],
             ),
         ),
@@ -83,20 +83,20 @@ pub fn openapi(doc: &mut ApiDoc) {
             auth_post(
                 "End the session of the bearer access token (or of a refresh token in the body)",
                 "LogoutRequest",
-                None,
+                ("204", json!({ "description": "Done" })),
                 &[("401", "Missing or invalid token")],
             ),
         ),
         (
             "/v1/auth/introspect",
-            auth_post("RFC 7662 token introspection", "IntrospectRequest", Some("Introspection"), &[]),
+            auth_post("RFC 7662 token introspection", "IntrospectRequest", ("200", ok("Introspection")), &[]),
         ),
         (
             "/v1/auth/invitations/accept",
             auth_post(
                 "Accept an invitation: set the password, activate the user",
                 "TokenAndPassword",
-                Some("UserChangedResponse"),
+                ("200", ok("UserChangedResponse")),
                 &[("422", "invitation_invalid or invitation_expired")],
             ),
         ),
@@ -105,7 +105,13 @@ pub fn openapi(doc: &mut ApiDoc) {
             auth_post(
                 "Ask for a password reset; 202 whether or not the account exists",
                 "ResetRequest",
-                None,
+                (
+                    "202",
+                    json!({ "description": "Accepted (whether or not the account exists)", "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["status", "detail"],
+                    "properties": { "status": { "const": "accepted" }, "detail": { "type": "string" } }
+                } } } }),
+                ),
                 &[("429", "too_many_attempts: too many requests for the account or from the address (Retry-After)")],
             ),
         ),
@@ -114,7 +120,7 @@ pub fn openapi(doc: &mut ApiDoc) {
             auth_post(
                 "Set a new password with the mailed token",
                 "TokenAndPassword",
-                Some("UserChangedResponse"),
+                ("200", ok("UserChangedResponse")),
                 &[("422", "reset_invalid or reset_expired")],
             ),
         ),
@@ -124,13 +130,10 @@ pub fn openapi(doc: &mut ApiDoc) {
     }
 }
 
-/// An unauthenticated `POST` taking `request` and answering `response` (or problems).
-fn auth_post(summary: &str, request: &str, response: Option<&str>, problems: &[(&str, &str)]) -> Value {
+/// An unauthenticated `POST` taking `request` and answering `success` (status, response) or problems.
+fn auth_post(summary: &str, request: &str, success: (&str, Value), problems: &[(&str, &str)]) -> Value {
     let mut responses = serde_json::Map::new();
-    match response {
-        Some(schema) => responses.insert("200".into(), ok(schema)),
-        None => responses.insert("204".into(), json!({ "description": "Done" })),
-    };
+    responses.insert(success.0.into(), success.1);
     responses.insert("400".into(), problem("Malformed body"));
     for (status, description) in problems {
         responses.insert((*status).into(), problem(description));

@@ -2,7 +2,7 @@
 //! event export for billing systems (NDJSON or CSV, streamed page by page).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,10 @@ use keel_projections::billing_ledger::{self, ExportRange, Granularity, LedgerEve
 use keel_projections::billing_rollups::{self, Reader, RollupRow, Width};
 use keel_projections::tenant_registry::Scope;
 
-use super::extract::{Caller, CorrelationId, authorize_request, json_body, scope, time_param, wait_for_position};
+use super::csv_cell;
+use super::extract::{
+    Caller, CorrelationId, Query, authorize_request, json_body, scope, time_param, wait_for_position,
+};
 use super::openapi::{ApiDoc, body, errors, min_position, ok, problem};
 use super::problem::Problem;
 use super::routes::Routes;
@@ -76,7 +79,10 @@ pub fn openapi(doc: &mut ApiDoc) {
         ],
         "responses": errors([
             ("200", json!({ "description": "application/x-ndjson (one LedgerEvent plus cursor per line) or text/csv",
-                "content": { "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } } } })),
+                "content": {
+                    "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/LedgerEvent" } },
+                    "text/csv": { "schema": { "type": "string" } }
+                } })),
             ("404", problem("Another tenant's ledger")),
         ])
     }));
@@ -405,7 +411,7 @@ fn render(rows: &[LedgerEvent], format: Format, header: bool) -> Result<Bytes, s
             }
             for row in rows {
                 let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-                writer.write_record([
+                let cells = [
                     encode_cursor(row),
                     row.tenant_id.clone(),
                     row.app_id.clone(),
@@ -419,7 +425,8 @@ fn render(rows: &[LedgerEvent], format: Format, header: bool) -> Result<Bytes, s
                     row.properties.to_string(),
                     row.keel_event_id.to_string(),
                     row.position.to_string(),
-                ])?;
+                ];
+                writer.write_record(cells.map(csv_cell::escape))?;
             }
             writer.into_inner().map(Bytes::from).map_err(|e| e.into_error())
         }
@@ -542,5 +549,30 @@ mod tests {
         assert_eq!(&record[3], "has,comma\"quote");
         assert_eq!(&record[10], r#"{"k":"v,w"}"#);
         assert_eq!((&record[8], &record[9]), ("true", "suspended"));
+    }
+
+    #[test]
+    fn csv_cells_an_app_chose_are_never_formulas() {
+        let event = LedgerEvent {
+            tenant_id: "t".into(),
+            app_id: "@app".into(),
+            event_id: "=HYPERLINK(\"http://evil\",\"x\")".into(),
+            event_type: "+cmd".into(),
+            quantity: -3,
+            occurred_at: Utc::now(),
+            received_at: Utc::now(),
+            late: false,
+            tenant_status: "active".into(),
+            properties: Value::Null,
+            keel_event_id: uuid::Uuid::nil(),
+            position: 1,
+            txid: 1,
+        };
+        let text = String::from_utf8(render(&[event], Format::Csv, true).unwrap().to_vec()).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[3], "'=HYPERLINK(\"http://evil\",\"x\")");
+        assert_eq!((&record[2], &record[4]), ("'@app", "'+cmd"));
+        assert_eq!(&record[5], "-3", "a number stays a number");
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
 
 use keel_commands::relay::{Published, published_through};
 use keel_domain::access::Principal;
@@ -40,6 +41,45 @@ impl FromRequestParts<AppState> for Caller {
                 tracing::info!(error = %err, "unauthenticated request");
                 Err(err.into())
             }
+        }
+    }
+}
+
+/// Query parameters, like axum's `Query`, but a malformed query string (a repeated
+/// parameter, a number that is not one, a NUL) is a `400 invalid_query` problem document.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No text Keel stores or filters on holds a NUL (Postgres text cannot).
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(Problem::bad_request("invalid_query", "a query parameter holds a NUL character"));
+        }
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(params)) => Ok(Query(params)),
+            Err(_) => Err(Problem::bad_request(
+                "invalid_query",
+                "the query string is malformed: a parameter is repeated or not of its type",
+            )),
+        }
+    }
+}
+
+/// Path parameters, like axum's `Path`, but a segment that does not decode (not
+/// UTF-8 once percent-decoded) is a `400 invalid_path` problem document.
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(params)) => Ok(Path(params)),
+            Err(_) => Err(Problem::bad_request("invalid_path", "a path segment is not valid UTF-8")),
         }
     }
 }

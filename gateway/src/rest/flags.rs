@@ -1,12 +1,13 @@
-//! REST reads of a tenant's flag snapshot and entitlements. Both come from the
-//! gateway's flag cache; with `X-Keel-Min-Position` they are computed from the read
-//! model once it has reached that position (read-your-writes).
+//! REST reads of a tenant's flag snapshot and entitlements. For operators, auditors and
+//! apps both come from the gateway's flag cache; a tenant user's are computed from the
+//! read model under its tenant's row-level security (ADR 0006), and so is any read with
+//! `X-Keel-Min-Position`, once the model has reached that position (read-your-writes).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,10 +18,11 @@ use keel_domain::access::{Action, Target};
 use keel_domain::catalog::EntitlementKind;
 use keel_domain::ids::TenantId;
 use keel_projections::flag_snapshots::{self, FlagSnapshot};
+use keel_projections::tenant_registry::Scope;
 
-use super::extract::{Caller, MIN_POSITION_HEADER, authorize_request, wait_for_position};
+use super::extract::{Caller, MIN_POSITION_HEADER, Path, authorize_request, scope, wait_for_position};
 use super::flag_cache::Served;
-use super::openapi::{ApiDoc, errors, min_position, ok};
+use super::openapi::{ApiDoc, errors, min_position, ok, problem};
 use super::problem::Problem;
 use super::routes::Routes;
 use super::state::AppState;
@@ -45,6 +47,9 @@ pub fn openapi(doc: &mut ApiDoc) {
         "responses": errors([
             ("200", ok("FlagSnapshot")),
             ("304", json!({ "description": "Not modified" })),
+            ("404", problem("No such tenant (or not visible to the caller)")),
+            ("410", problem("tenant_purged")),
+            ("422", problem("tenant_suspended or tenant_pending_deletion")),
         ])
     }));
     doc.operation("/v1/control-plane/tenants/{id}/entitlements", "get", json!({
@@ -53,7 +58,11 @@ pub fn openapi(doc: &mut ApiDoc) {
             { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
             min_position()
         ],
-        "responses": errors([("200", ok("Entitlements"))])
+        "responses": errors([
+            ("200", ok("Entitlements")),
+            ("404", problem("No such tenant (or not visible to the caller)")),
+            ("410", problem("tenant_purged")),
+        ])
     }));
 }
 
@@ -97,12 +106,14 @@ async fn snapshot_for(
 ) -> Result<Arc<Served>, Problem> {
     let id: TenantId = raw.parse().map_err(|_| Problem::not_found())?;
     authorize_request(state, principal, action, Target { tenant: Some(&id), plan: None })?;
-    if !headers.contains_key(MIN_POSITION_HEADER) {
+    let scope = scope(principal);
+    // A tenant user's read runs under its tenant's row-level security, like every other
+    // read; the platform-wide cache serves the platform's principals and apps.
+    if matches!(scope, Scope::Platform) && !headers.contains_key(MIN_POSITION_HEADER) {
         return state.flags.get(id.as_str()).ok_or_else(Problem::not_found);
     }
     wait_for_position(state, headers, flag_snapshots::NAME).await?;
-    let row =
-        flag_snapshots::tenants(&state.pool, Some(&[id.to_string()])).await?.pop().ok_or_else(Problem::not_found)?;
+    let row = flag_snapshots::tenant_row(&state.pool, &scope, id.as_str()).await?.ok_or_else(Problem::not_found)?;
     let definitions = flag_snapshots::definitions(&state.pool).await?;
     Ok(Arc::new(Served::new(flag_snapshots::snapshot(&row, &definitions))))
 }

@@ -1,6 +1,6 @@
 //! The REST query API: one file per resource — each exporting its routes and its part
 //! of the OpenAPI document — and what they share: the state (`state`), extractors and
-//! helpers (`extract`), paging (`pagination`), problem documents (`problem`), the
+//! helpers (`extract`), paging (`pagination`), CSV cells (`csv_cell`), problem documents (`problem`), the
 //! OpenAPI builder (`openapi`) and the flag cache (`flag_cache`). This module only
 //! composes the resources into one router and one document. It reads read models
 //! only (and records usage, audit records and health reports).
@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod csv_cell;
 pub mod extract;
 pub mod flag_cache;
 pub mod flags;
@@ -27,7 +28,7 @@ pub mod tenants;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
@@ -81,15 +82,38 @@ pub fn router(state: AppState) -> Router {
         .merge(health_system::routes())
         .merge(metrics::routes())
         .fallback(|| async { Problem::not_found() })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(limits::too_large_as_problem))
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
-        .merge(ofrep::routes())
+        .merge(Router::from(ofrep::routes()).method_not_allowed_fallback(method_not_allowed))
         // Outermost, on every route (each knows its template then) and the fallback.
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(axum::middleware::from_fn_with_state(limits, crate::limits::rest::limit))
         .with_state(state)
+}
+
+/// `405` for a routed path and another method (axum adds the `Allow` header).
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not answer this method")
+}
+
+/// Any error not already a problem document (a rejection by axum itself, e.g. of a body
+/// over its size limit, which answers `text/plain`) as one, keeping status and headers.
+fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace([' ', '-'], "_");
+    let detail = status.canonical_reason().unwrap_or("error").to_string();
+    let body = serde_json::to_vec(&Problem::new(status, &code, detail)).unwrap_or_default();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// `GET /v1/openapi.json`: the REST API described as OpenAPI 3.1, gathered from the
@@ -121,7 +145,7 @@ async fn correlation(mut request: Request, next: Next) -> Response {
     let span =
         tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
     async move {
-        let mut response = next.run(request).await;
+        let mut response = as_problem(next.run(request).await);
         tracing::info!(status = response.status().as_u16(), "request served");
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(CORRELATION_HEADER, value);
@@ -193,6 +217,43 @@ mod tests {
         }
         std::panic::set_hook(hook);
         assert!(mismatches.is_empty(), "routed but not documented, or documented but not routed: {mismatches:?}");
+    }
+
+    #[test]
+    fn every_operation_documents_its_refusals_as_problem_documents() {
+        let doc = document();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let responses = operation["responses"].as_object().expect("responses");
+                let anonymous = operation["security"] == json!([]);
+                let takes_input = operation["parameters"].as_array().is_some_and(|p| !p.is_empty())
+                    || operation.get("requestBody").is_some();
+                let mut needed: Vec<&str> = Vec::new();
+                if takes_input {
+                    needed.push("400");
+                }
+                if !anonymous {
+                    needed.push("401");
+                }
+                for status in needed {
+                    if !responses.contains_key(status) {
+                        missing.push(format!("{method} {path}: no {status}"));
+                    }
+                }
+                // Every refusal has a body schema: a problem document (OFREP's own errors excepted).
+                for (status, response) in responses {
+                    let refusal = status.starts_with('4') || status.starts_with('5');
+                    let content = &response["content"];
+                    let described = content["application/problem+json"]["schema"].is_object()
+                        || (path.starts_with("/ofrep/") && content["application/json"]["schema"].is_object());
+                    if refusal && !described && path != "/readyz" {
+                        missing.push(format!("{method} {path}: {status} is not a problem document"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
     #[test]

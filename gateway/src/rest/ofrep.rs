@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,9 +30,9 @@ use sha2::Sha256;
 use keel_domain::access::{Action, Denied, Principal, Target, authorize};
 use keel_domain::ids::TenantId;
 
-use super::extract::denied_problem;
+use super::extract::{Path, Query, denied_problem};
 use super::flag_cache::Served;
-use super::openapi::ApiDoc;
+use super::openapi::{ApiDoc, problem};
 use super::problem::Problem;
 use super::routes::Routes;
 use super::state::AppState;
@@ -53,15 +53,48 @@ pub fn routes() -> Routes {
 
 /// The OFREP part of the OpenAPI document.
 pub fn openapi(doc: &mut ApiDoc) {
+    let refusals = |ofrep: &[(&str, &str)]| {
+        let mut responses = serde_json::Map::new();
+        responses.insert("401".into(), problem("Missing or invalid credential"));
+        responses.insert("403".into(), problem("Not permitted (missing_scope)"));
+        responses.insert("503".into(), problem("Unavailable: overloaded or timed out (Retry-After)"));
+        for (status, description) in ofrep {
+            responses.insert((*status).into(), ofrep_error(description));
+        }
+        responses
+    };
+    let mut bulk = refusals(&[("400", "OFREP error (errorCode, errorDetails; keel-error-code header)")]);
+    bulk.insert("200".into(), json!({ "description": "OFREP bulk response" }));
+    bulk.insert("304".into(), json!({ "description": "Not modified" }));
     doc.operation("/ofrep/v1/evaluate/flags", "post", json!({
         "summary": "OFREP bulk evaluation (OpenFeature Remote Evaluation Protocol); context.targetingKey is the tenant id; ETag / If-None-Match; advertises an SSE stream (eventStreams)",
-        "responses": { "200": { "description": "OFREP bulk response" }, "304": { "description": "Not modified" }, "400": { "description": "OFREP error (errorCode, errorDetails)" }, "401": { "description": "problem+json" }, "403": { "description": "problem+json" }, "503": { "description": "problem+json: overloaded or timed out; Retry-After" } }
+        "responses": bulk
     }));
-    doc.operation("/ofrep/v1/evaluate/flags/{key}", "post", json!({
-        "summary": "OFREP single-flag evaluation",
-        "parameters": [ { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
-        "responses": { "200": { "description": "OFREP evaluation" }, "400": { "description": "OFREP error" }, "404": { "description": "FLAG_NOT_FOUND" }, "503": { "description": "problem+json: overloaded or timed out; Retry-After" } }
-    }));
+    let mut single = refusals(&[("400", "OFREP error"), ("404", "FLAG_NOT_FOUND")]);
+    single.insert("200".into(), json!({ "description": "OFREP evaluation" }));
+    doc.operation(
+        "/ofrep/v1/evaluate/flags/{key}",
+        "post",
+        json!({
+            "summary": "OFREP single-flag evaluation",
+            "parameters": [ { "name": "key", "in": "path", "required": true, "schema": { "type": "string" } } ],
+            "responses": single
+        }),
+    );
+    let mut events = refusals(&[]);
+    events.insert(
+        "200".into(),
+        json!({ "description": "text/event-stream; ends when the credential stops working (revoked key, ended session)" }),
+    );
+    events.insert("429".into(), problem("Too many open streams for this caller, or in all (Retry-After)"));
+    events.insert(
+        "400".into(),
+        json!({ "description": "invalid_tenant_id (problem+json), or an OFREP error for a tenant not served",
+        "content": {
+            "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } },
+            "application/json": ofrep_error("")["content"]["application/json"].clone()
+        } }),
+    );
     doc.operation(
         "/ofrep/v1/events",
         "get",
@@ -71,16 +104,17 @@ pub fn openapi(doc: &mut ApiDoc) {
                 { "name": "tenant", "in": "query", "required": true, "schema": { "type": "string" } },
                 { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } }
             ],
-            "responses": {
-                "200": { "description": "text/event-stream; ends when the credential stops working (revoked key, ended session)" },
-                "400": { "description": "problem+json" },
-                "401": { "description": "problem+json" },
-                "403": { "description": "problem+json" },
-                "429": { "description": "problem+json: too many open streams for this caller, or in all; Retry-After" },
-                "503": { "description": "problem+json: overloaded; Retry-After" }
-            }
+            "responses": events
         }),
     );
+}
+
+/// An OFREP error response (`{errorCode, errorDetails, key?}`) described by `description`.
+fn ofrep_error(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": {
+        "type": "object", "required": ["errorCode", "errorDetails"],
+        "properties": { "errorCode": { "type": "string" }, "errorDetails": { "type": "string" }, "key": { "type": "string" } }
+    } } } })
 }
 
 /// An OFREP error answer.

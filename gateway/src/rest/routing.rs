@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use keel_domain::access::{Action, Target, authorize};
 use keel_domain::ids::TenantId;
 use keel_projections::routing::{self, FleetFilter, SnapshotRow, TenantHealth};
 
-use super::extract::{Caller, CorrelationId, wait_for_position};
+use super::extract::{Caller, CorrelationId, Path, Query, wait_for_position};
 use super::openapi::{ApiDoc, body, errors, min_position, ok, problem};
 use super::pagination::{encode_cursor, page_after, page_limit};
 use super::problem::Problem;

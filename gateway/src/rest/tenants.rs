@@ -1,7 +1,7 @@
 //! REST `/v1/control-plane/tenants`: the tenant registry read model.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use keel_domain::ids::TenantId;
 use keel_domain::plan::Plan;
 use keel_projections::tenant_registry::{self, ListFilter, TenantRow};
 
-use super::extract::{Caller, scope, wait_for_position};
+use super::extract::{Caller, Path, Query, scope, wait_for_position};
 use super::openapi::{ApiDoc, errors, min_position, ok, problem};
 use super::pagination::{encode_cursor, page_after, page_limit};
 use super::problem::Problem;
