@@ -119,3 +119,21 @@ fn the_canonical_form_is_the_sorted_json_of_the_record() {
     entry.record.write_canonical(&mut written);
     assert_eq!(String::from_utf8(written).unwrap(), by_value);
 }
+
+#[test]
+fn a_record_delivered_again_is_a_repeat_but_a_changed_copy_is_caught() {
+    let entries = chain(4);
+    // The relay's at-least-once delivery: records 2 and 3 published a second time.
+    let mut delivered = entries.clone();
+    delivered.extend([entries[1].clone(), entries[2].clone()]);
+    let mut verifier = ChainVerifier::default();
+    for entry in &delivered {
+        verifier.push(entry).expect("repeats are not breaks");
+    }
+    assert_eq!((verifier.records, verifier.repeats), (4, 2));
+    // A copy at an old place that differs from what was checked there is a break.
+    let mut forged = entries[1].clone();
+    forged.record.actor_id = "someone-else".into();
+    forged.hash = forged.record.hash();
+    assert!(matches!(verifier.push(&forged), Err(Break::SequenceGap { expected: 5, found: 2, .. })));
+}

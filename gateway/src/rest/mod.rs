@@ -103,8 +103,13 @@ async fn method_not_allowed() -> Problem {
 /// over its size limit, which answers `text/plain`) as one, keeping status and headers.
 fn as_problem(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
-    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+    // Only axum's own answers: plain text or no body type (a handler's JSON, e.g. the
+    // readiness report with its 503, is the handler's documented answer).
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.starts_with("text/plain")));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace([' ', '-'], "_");
