@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: the whole check suite, against services of its own.
 #
-# Wipes .keel/test, runs cargo fmt --check, clippy and the import-cycle check, starts a throwaway
+# Wipes .keel/test, runs cargo fmt --check, clippy, cargo deny (scripts/supply-chain.sh) and the
+# import-cycle check, starts a throwaway
 # Postgres (127.0.0.1:55432) and broker (127.0.0.1:59092, memory storage),
 # then runs the tests (cargo nextest if installed, else cargo test) with:
 #   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
@@ -52,6 +53,8 @@ if [ -z "${KEEL_TEST_CMD:-}" ]; then
   cargo fmt --all -- --check
   log "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  log "cargo deny check (advisories, licenses, bans, sources)"
+  "$SCRIPTS/supply-chain.sh"
   log "no import cycle inside any crate"
   for crate in domain commands projections gateway tests; do
     python3 "$SCRIPTS/module-cycles.py" "$crate/src" >/dev/null || python3 "$SCRIPTS/module-cycles.py" "$crate/src"
