@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod billing;
+pub mod codec;
 pub mod fields;
 pub mod flags;
 pub mod layers;
