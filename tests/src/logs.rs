@@ -28,7 +28,8 @@ pub fn init() {
             .map(|file| tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)));
         let _ = tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            // No colours in either: the layers share the span fields as first formatted.
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_test_writer())
             .with(file)
             .try_init();
     });
