@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("keel_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Malformed requests are INVALID_ARGUMENT, not prost's INTERNAL (gateway/src/grpc/codec.rs).
+    tonic_prost_build::configure().codec_path("crate::grpc::codec::KeelCodec").compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make test`: the whole check suite, against services of its own.
 #
-# Wipes .keel/test, runs cargo fmt --check, clippy and the import-cycle check, starts a throwaway
+# Wipes .keel/test, runs cargo fmt --check, clippy, cargo deny (scripts/supply-chain.sh) and the
+# import-cycle check, starts a throwaway
 # Postgres (127.0.0.1:55432) and broker (127.0.0.1:59092, memory storage),
 # then runs the tests (cargo nextest if installed, else cargo test) with:
 #   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
 #   KEEL_TEST_KAFKA_BROKERS  127.0.0.1:59092
 #   KEEL_SCHEMATHESIS_BIN    schemathesis (scripts/lib.sh installs it into a venv under $KEEL_TOOLS)
+# After the tests, scripts/scan-logs.sh fails if any log holds a secret or e-mail the tests used.
 # Every service it started is stopped on exit; the exit code is the result.
 #
 # KEEL_TEST_CMD='some command' replaces the cargo steps (to test this script).
@@ -53,6 +55,8 @@ if [ -z "${KEEL_TEST_CMD:-}" ]; then
   cargo fmt --all -- --check
   log "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  log "cargo deny check (advisories, licenses, bans, sources)"
+  "$SCRIPTS/supply-chain.sh"
   log "no import cycle inside any crate"
   for crate in domain commands projections gateway tests; do
     python3 "$SCRIPTS/module-cycles.py" "$crate/src" >/dev/null || python3 "$SCRIPTS/module-cycles.py" "$crate/src"
@@ -75,13 +79,28 @@ export KEEL_SCHEMATHESIS_BIN="$SCHEMATHESIS_BIN"
 cargo build -p keel-gateway --bin keel
 (cd "$SCRIPTS/../tests/ofrep-sdk" && npm ci --no-audit --no-fund --loglevel=error)
 
+# Each test process logs to a file here, and lists every password, token, key secret and
+# e-mail address it uses in KEEL_TEST_SECRETS; no log may contain one (scan-logs.sh below).
+export KEEL_TEST_LOG_DIR="$KEEL_LOG_DIR/tests"
+export KEEL_TEST_SECRETS="$KEEL_STATE_DIR/secrets.list"
+
+tests_rc=0
 if [ -n "${KEEL_TEST_CMD:-}" ]; then
   log "running KEEL_TEST_CMD: $KEEL_TEST_CMD"
-  bash -c "$KEEL_TEST_CMD"
+  bash -c "$KEEL_TEST_CMD" || tests_rc=$?
 elif cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run --workspace"
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || tests_rc=$?
 else
   log "cargo test --workspace (cargo-nextest not installed)"
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || tests_rc=$?
 fi
+
+log "no test secret or e-mail address in any log"
+"$SCRIPTS/scan-logs.sh" --self-test
+if [ -s "$KEEL_TEST_SECRETS" ] || [ -z "${KEEL_TEST_CMD:-}" ]; then
+  "$SCRIPTS/scan-logs.sh" "$KEEL_TEST_SECRETS" "$KEEL_LOG_DIR"
+else
+  log "(KEEL_TEST_CMD registered no secret: nothing to scan for)"
+fi
+exit "$tests_rc"

@@ -41,6 +41,7 @@ async fn issue(
         idempotency_key: key(),
     };
     let issued = apps.issue_api_key(authed(request, operator)).await.expect("issue").into_inner();
+    keel_tests::logs::secret(&issued.secret);
     (issued.key_id, issued.secret)
 }
 
@@ -223,6 +224,7 @@ async fn the_cli_registers_apps_and_issues_keys_as_json() {
             .env("KEEL_MIGRATION_DATABASE_URL", &env.owner_url)
             .output()
             .expect("run keel");
+        keel_tests::logs::keep("keel-cli", &output.stderr);
         assert!(output.status.success(), "keel {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON out")
     };

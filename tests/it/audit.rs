@@ -23,6 +23,7 @@ fn keel_cli(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
         .env("KEEL_EVENTS_TOPIC", &env.topic)
         .output()
         .expect("run keel");
+    keel_tests::logs::keep("keel-cli", &output.stderr);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -41,6 +41,7 @@ async fn run_keel(args: &[&str]) -> (bool, String, String) {
         .output()
         .await
         .expect("run keel");
+    keel_tests::logs::keep("keel-cli", &output.stderr);
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.success(), text(output.stdout), text(output.stderr))
 }

@@ -15,11 +15,13 @@ pub use keel_tests::bench::authed;
 
 /// A provisioning request for `domain` with a fresh idempotency key.
 pub fn provision_request(domain: &str) -> ProvisionTenantRequest {
+    let owner_email = format!("owner@{domain}.example.com");
+    keel_tests::logs::secret(&owner_email);
     ProvisionTenantRequest {
         name: format!("Tenant {domain}"),
         domain: domain.to_string(),
         plan: "pro".into(),
-        owner_email: format!("owner@{domain}.example.com"),
+        owner_email,
         idempotency_key: uuid::Uuid::new_v4().to_string(),
         industry: String::new(),
         region: String::new(),
@@ -69,6 +71,8 @@ impl Rest {
 
     /// Logs in; returns the status and answer.
     pub async fn login(&self, email: &str, password: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
+        keel_tests::logs::secret(email);
+        keel_tests::logs::secret(password);
         let mut body = serde_json::json!({ "email": email, "password": password });
         if let Some(tenant) = tenant {
             body["tenant"] = tenant.into();
@@ -80,7 +84,11 @@ impl Rest {
     pub async fn tokens(&self, email: &str, password: &str, tenant: Option<&str>) -> (String, String) {
         let (status, body) = self.login(email, password, tenant).await;
         assert_eq!(status, 200, "login of {email}: {body}");
-        (body["access_token"].as_str().expect("access").into(), body["refresh_token"].as_str().expect("refresh").into())
+        let access = body["access_token"].as_str().expect("access");
+        let refresh = body["refresh_token"].as_str().expect("refresh");
+        keel_tests::logs::secret(access);
+        keel_tests::logs::secret(refresh);
+        (access.into(), refresh.into())
     }
 
     /// Whether introspection says `token` is active.
@@ -114,6 +122,7 @@ pub async fn tenant_with_owner(
     let email = format!("owner@{domain}.example.com");
     let token = env.mailed_token(&email, "keel_inv_").await;
     let rest = Rest::new(keel.rest_addr);
+    keel_tests::logs::secret(PASSWORD);
     let (status, body) =
         rest.post("/v1/auth/invitations/accept", serde_json::json!({ "token": token, "password": PASSWORD })).await;
     assert_eq!(status, 200, "accept: {body}");

@@ -115,6 +115,7 @@ pub fn ms(d: Duration) -> String {
 
 /// `message` with `authorization: Bearer <token>`.
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    crate::logs::secret(token);
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     request

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 pub mod bench;
+pub mod logs;
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -54,9 +55,7 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`] with `partitions` partitions.
     pub async fn with_partitions(partitions: i32) -> Self {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keel=info"));
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
+        logs::init();
         let admin_url = required("KEEL_TEST_DATABASE_URL");
         let brokers = required("KEEL_TEST_KAFKA_BROKERS");
         let admin =
@@ -131,6 +130,7 @@ impl TestEnv {
         messages
             .iter()
             .flat_map(|(_, text)| text.lines().filter(|l| l.starts_with(prefix)).map(|l| l.trim().to_string()))
+            .inspect(|token| logs::secret(token))
             .collect()
     }
 
@@ -147,6 +147,8 @@ impl TestEnv {
 
     /// Creates a platform user (what `keel operator create` does) and returns its id.
     pub async fn platform_user(&self, email: &str, password: &str, role: &str) -> String {
+        logs::secret(email);
+        logs::secret(password);
         let owner = self.owner_pool().await;
         let id = keel_gateway::auth::create_platform_user(&owner, email, password, role).await.expect("platform user");
         owner.close().await;
@@ -193,6 +195,7 @@ impl TestEnv {
         let token =
             keel_gateway::auth::create_bootstrap_credential(&owner).await.expect("credential").expect("new credential");
         owner.close().await;
+        logs::secret(&token);
         token
     }
 }

@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod billing;
 pub mod call_metrics;
+pub mod codec;
 pub mod fields;
 pub mod flags;
 pub mod layers;

@@ -15,11 +15,11 @@ use serde_json::json;
 use keel_commands::bus::CommandContext;
 use keel_commands::idempotency::MAX_KEY_LEN;
 use keel_commands::routing::ReportRequest;
-use keel_domain::access::{Action, Target, authorize};
+use keel_domain::access::{Action, Target};
 use keel_domain::ids::TenantId;
 use keel_projections::routing::{self, FleetFilter, SnapshotRow, TenantHealth};
 
-use super::extract::{Caller, CorrelationId, Path, Query, wait_for_position};
+use super::extract::{Caller, CorrelationId, Path, Query, authorize_request, wait_for_position};
 use super::openapi::{ApiDoc, body, errors, min_position, ok, problem};
 use super::pagination::{encode_cursor, page_after, page_limit};
 use super::problem::Problem;
@@ -171,7 +171,7 @@ async fn latest(
     Caller(principal): Caller,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    authorize(&principal, Action::ReadRouting, Target::default())?;
+    authorize_request(&state, &principal, Action::ReadRouting, Target::default())?;
     wait_for_position(&state, &headers, routing::NAME).await?;
     let row = routing::latest(&state.pool).await?.ok_or_else(Problem::not_found)?;
     Ok(snapshot_response(&headers, row))
@@ -184,7 +184,7 @@ async fn by_version(
     Path(raw): Path<String>,
 ) -> Result<Response, Problem> {
     let version: i64 = raw.parse().ok().filter(|v| *v >= 1).ok_or_else(Problem::not_found)?;
-    authorize(&principal, Action::ReadRouting, Target::default())?;
+    authorize_request(&state, &principal, Action::ReadRouting, Target::default())?;
     wait_for_position(&state, &headers, routing::NAME).await?;
     let row = routing::by_version(&state.pool, version).await?.ok_or_else(Problem::not_found)?;
     Ok(snapshot_response(&headers, row))
@@ -196,7 +196,7 @@ async fn fleet(
     headers: HeaderMap,
     Query(params): Query<FleetParams>,
 ) -> Result<Json<FleetHealthPage>, Problem> {
-    authorize(&principal, Action::ReadFleetHealth, Target::default())?;
+    authorize_request(&state, &principal, Action::ReadFleetHealth, Target::default())?;
     let after = page_after(params.cursor.as_deref())?;
     let limit = page_limit(params.limit)?;
     wait_for_position(&state, &headers, routing::NAME).await?;
@@ -223,7 +223,7 @@ async fn report(
         .trim()
         .parse()
         .map_err(|_| Problem::bad_request("invalid_tenant_id", "tenant_id is not a tenant id (tnt_…)"))?;
-    authorize(&principal, Action::ReportHealth, Target { tenant: Some(&tenant), plan: None })?;
+    authorize_request(&state, &principal, Action::ReportHealth, Target { tenant: Some(&tenant), plan: None })?;
     // A retry with the same Idempotency-Key records nothing twice; without one, every request is a new report.
     let key = match headers.get(IDEMPOTENCY_HEADER) {
         Some(value) => value

@@ -7,12 +7,12 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use keel_domain::access::{Action, Target, authorize};
+use keel_domain::access::{Action, Target};
 use keel_domain::ids::TenantId;
 use keel_domain::plan::Plan;
 use keel_projections::tenant_registry::{self, ListFilter, TenantRow};
 
-use super::extract::{Caller, Path, Query, scope, wait_for_position};
+use super::extract::{Caller, Path, Query, authorize_request, scope, wait_for_position};
 use super::openapi::{ApiDoc, errors, min_position, ok, problem};
 use super::pagination::{encode_cursor, page_after, page_limit};
 use super::problem::Problem;
@@ -81,7 +81,7 @@ async fn list(
     headers: HeaderMap,
     Query(params): Query<ListParams>,
 ) -> Result<Json<TenantPage>, Problem> {
-    authorize(&principal, Action::ListTenants, Target::default())?;
+    authorize_request(&state, &principal, Action::ListTenants, Target::default())?;
     let status = match params.status.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
@@ -117,7 +117,7 @@ async fn get_one(
     Path(raw): Path<String>,
 ) -> Result<Json<TenantRow>, Problem> {
     let id: TenantId = raw.parse().map_err(|_| Problem::not_found())?;
-    authorize(&principal, Action::ReadTenant, Target { tenant: Some(&id), plan: None })?;
+    authorize_request(&state, &principal, Action::ReadTenant, Target { tenant: Some(&id), plan: None })?;
     wait_for_position(&state, &headers, tenant_registry::NAME).await?;
     let row =
         tenant_registry::get(&state.pool, &scope(&principal), id.as_str()).await?.ok_or_else(Problem::not_found)?;
