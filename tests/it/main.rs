@@ -8,6 +8,7 @@ mod broker;
 mod broker_outage;
 mod dead_letters;
 mod event_store;
+mod faults;
 mod flags;
 mod grpc;
 mod identity;
