@@ -49,12 +49,12 @@ impl Drop for PrivateBroker {
 }
 
 /// Forwards `port` to `upstream` until cut.
-struct Proxy {
+pub(crate) struct Proxy {
     tasks: JoinSet<()>,
 }
 
 impl Proxy {
-    async fn start(port: u16, upstream: u16) -> Self {
+    pub(crate) async fn start(port: u16, upstream: u16) -> Self {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_reuseaddr(true).expect("reuseaddr");
         socket.bind(([127, 0, 0, 1], port).into()).expect("bind proxy");
@@ -74,7 +74,7 @@ impl Proxy {
     }
 
     /// Drops every connection and stops listening.
-    async fn cut(mut self) {
+    pub(crate) async fn cut(mut self) {
         self.tasks.shutdown().await;
     }
 }
