@@ -31,4 +31,6 @@ build:
 
 bench:
 	@cargo build --release -p keel-gateway --bin keel
-	@KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags && cargo bench -p keel-tests --bench billing && cargo bench -p keel-tests --bench audit' bash scripts/test.sh
+	@rm -f target/bench-figures.tsv
+	@KEEL_BENCH_FIGURES="$(CURDIR)/target/bench-figures.tsv" KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags && cargo bench -p keel-tests --bench billing && cargo bench -p keel-tests --bench audit' bash scripts/test.sh
+	@python3 scripts/bench-table.py target/bench-figures.tsv tests/benches/baseline.tsv

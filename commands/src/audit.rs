@@ -36,31 +36,10 @@ impl AuditLog {
     /// Appends `inputs` (in order within each chain); returns the highest log position.
     pub async fn append(&self, inputs: Vec<AuditInput>) -> Result<i64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        lock_chains(&mut tx, &inputs).await?;
         let position = append_in(&mut tx, inputs).await?;
         tx.commit().await?;
         Ok(position)
-    }
-
-    /// The first 20 events command `command_id` wrote, as `{event_type, aggregate,
-    /// payload}`: what it changed (events carry previous values where they matter, e.g.
-    /// `from`/`to`). A bulk command (usage ingestion) lists only its first 20.
-    pub async fn changes_of(&self, command_id: Uuid) -> Result<Vec<Value>, sqlx::Error> {
-        let rows: Vec<(String, String, Value)> = sqlx::query_as(
-            "SELECT event_type, aggregate_type || '/' || aggregate_id, payload FROM events
-             WHERE command_id = $1 ORDER BY position LIMIT 20",
-        )
-        .bind(command_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(event_type, aggregate, mut payload)| {
-                if let Some(map) = payload.as_object_mut() {
-                    map.remove("type");
-                }
-                serde_json::json!({ "event_type": event_type, "aggregate": aggregate, "payload": payload })
-            })
-            .collect())
     }
 
     /// Appends the records app `app_id` sent, each once by its id: returns, per record,
@@ -71,6 +50,7 @@ impl AuditLog {
         records: Vec<AppRecord>,
     ) -> Result<(Vec<bool>, i64), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        lock_chains(&mut tx, records.iter().map(|r| &r.input)).await?;
         let ids: Vec<Uuid> = records.iter().map(|_| Uuid::now_v7()).collect();
         let fresh: BTreeSet<String> = sqlx::query_scalar(
             "INSERT INTO audit_app_events (app_id, event_id, record_id)
@@ -208,26 +188,50 @@ pub async fn sign_checkpoint(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> 
     Ok(Some(number))
 }
 
-/// Chains and appends `inputs` inside `tx`; returns the highest position (0 if none).
-async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Result<i64, sqlx::Error> {
+/// The advisory-lock namespace of the audit chains (two-key form: apart from the
+/// one-key locks of the relay and the checkpoint signer).
+const CHAIN_LOCK_NAMESPACE: i32 = 7_242_015;
+
+/// Locks the chains of `inputs` for the rest of `tx`, in chain order; call it before the
+/// transaction's first write. An advisory lock needs no transaction id, so a chain's
+/// writers get their ids in the order they hold its lock: the relay, which publishes in
+/// transaction-id order, then publishes each chain in its order (a row lock taken after
+/// a first write would not: a writer could get its id, then wait behind a later one).
+pub(crate) async fn lock_chains<'a>(
+    tx: &mut sqlx::PgConnection,
+    inputs: impl IntoIterator<Item = &'a AuditInput>,
+) -> Result<(), sqlx::Error> {
+    let chains: Vec<&str> = inputs.into_iter().map(AuditInput::chain).collect::<BTreeSet<_>>().into_iter().collect();
+    if chains.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock($1, hashtext(c))) FROM (SELECT c FROM UNNEST($2::text[]) AS c ORDER BY c) s",
+    )
+    .bind(CHAIN_LOCK_NAMESPACE)
+    .bind(&chains)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Chains and appends `inputs` inside `tx` (whose chains [`lock_chains`] locked); returns
+/// the highest position (0 if none).
+pub(crate) async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Result<i64, sqlx::Error> {
     if inputs.is_empty() {
         return Ok(0);
     }
     let chains: Vec<String> =
         inputs.iter().map(|i| i.chain().to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-    sqlx::query(
-        "INSERT INTO audit_chain_heads (chain, seq, hash) SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c
-         ON CONFLICT DO NOTHING",
+    // One statement creates missing heads and locks every head, in chain order, so two
+    // writers never wait on each other in a cycle (an upsert that changes nothing still
+    // takes the row's lock and returns the head as it is).
+    let mut heads: BTreeMap<String, (i64, String)> = sqlx::query_as::<_, (String, i64, String)>(
+        "INSERT INTO audit_chain_heads (chain, seq, hash) SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c
+         ON CONFLICT (chain) DO UPDATE SET chain = EXCLUDED.chain RETURNING chain, seq, hash",
     )
     .bind(&chains)
     .bind(GENESIS)
-    .execute(&mut *tx)
-    .await?;
-    // Locked in chain order, so two writers never wait on each other in a cycle.
-    let mut heads: BTreeMap<String, (i64, String)> = sqlx::query_as::<_, (String, i64, String)>(
-        "SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1) ORDER BY chain FOR UPDATE",
-    )
-    .bind(&chains)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
@@ -253,12 +257,20 @@ async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Resu
         *head = (entry.record.seq, entry.hash.clone());
         let payload =
             serde_json::to_value(AuditEvent::Recorded(entry)).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        crate::limits::check_event(&payload, &metadata).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         rows.push((chain, head.0, payload, metadata));
     }
-    let positions: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT $1, c, s, $2, '1', p, m FROM UNNEST($3::text[], $4::bigint[], $5::jsonb[], $6::jsonb[]) AS u(c, s, p, m)
-         RETURNING position",
+    let (names, (seqs, hashes)): (Vec<String>, (Vec<i64>, Vec<String>)) = heads.into_iter().unzip();
+    // The records and the heads they move, in one statement.
+    sqlx::query_scalar(
+        "WITH appended AS (
+           INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+           SELECT $1, c, s, $2, '1', p, m FROM UNNEST($3::text[], $4::bigint[], $5::jsonb[], $6::jsonb[]) AS u(c, s, p, m)
+           RETURNING position),
+         moved AS (
+           UPDATE audit_chain_heads h SET seq = u.s, hash = u.h
+           FROM UNNEST($7::text[], $8::bigint[], $9::text[]) AS u(c, s, h) WHERE h.chain = u.c)
+         SELECT COALESCE(max(position), 0) FROM appended",
     )
     .bind(audit::AGGREGATE_TYPE)
     .bind(audit::RECORDED)
@@ -266,19 +278,11 @@ async fn append_in(tx: &mut sqlx::PgConnection, inputs: Vec<AuditInput>) -> Resu
     .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    let (names, (seqs, hashes)): (Vec<String>, (Vec<i64>, Vec<String>)) = heads.into_iter().unzip();
-    sqlx::query(
-        "UPDATE audit_chain_heads h SET seq = u.s, hash = u.h
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u(c, s, h) WHERE h.chain = u.c",
-    )
     .bind(&names)
     .bind(&seqs)
     .bind(&hashes)
-    .execute(&mut *tx)
-    .await?;
-    Ok(positions.into_iter().max().unwrap_or(0))
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// The envelope's actor type for a record's (the envelope has no `anonymous`).

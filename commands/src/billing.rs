@@ -174,7 +174,11 @@ impl BillingCommands {
                         map.insert(keys::TENANT_ID.into(), event.tenant_id().to_string().into());
                     }
                     let id = usage::aggregate_id(app, &usage.event_id);
-                    payloads.push(serde_json::to_value(&event).map_err(|e| CommandError::unavailable(&e))?);
+                    let payload = serde_json::to_value(&event).map_err(|e| CommandError::unavailable(&e))?;
+                    // Every field is bounded by the domain; this is the last line of defence.
+                    crate::limits::check_event(&payload, &metadata)
+                        .map_err(|e| CommandError::new(Failure::InvalidArgument, "too_large", e.to_string()))?;
+                    payloads.push(payload);
                     metadatas.push(metadata);
                     ids.push(id.clone());
                     pending.insert(id, (index, usage));

@@ -157,6 +157,9 @@ where
             Err(AggregateError::AggregateConflict) => continue,
             Err(AggregateError::UserError(err)) => return Err(CommandError::domain(&err)),
             Err(AggregateError::DatabaseConnectionError(err)) => return Err(CommandError::unavailable(err.as_ref())),
+            Err(AggregateError::UnexpectedError(err)) if err.is::<crate::limits::EventTooLarge>() => {
+                return Err(CommandError::new(Failure::InvalidArgument, "too_large", err.to_string()));
+            }
             Err(err) => {
                 tracing::error!(error = %err, aggregate = A::TYPE, "command failed");
                 return Err(CommandError::new(Failure::Internal, "internal", "internal error"));
@@ -166,8 +169,12 @@ where
     Err(CommandError::new(Failure::Aborted, "concurrent_modification", "concurrent modification; retry"))
 }
 
-/// The position of the last event command `command_id` wrote (0 if it wrote none).
+/// The position of the last event command `command_id` wrote (0 if it wrote none):
+/// known without a query when this task's command scope appended it.
 pub async fn position_of(pool: &PgPool, command_id: Uuid) -> Result<i64, CommandError> {
+    if let Some(position) = crate::command_scope::position() {
+        return Ok(position);
+    }
     sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events WHERE command_id = $1")
         .bind(command_id)
         .fetch_one(pool)

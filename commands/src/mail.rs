@@ -51,14 +51,14 @@ pub struct Mailer {
 #[derive(Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Mailbox(AsyncFileTransport<Tokio1Executor>),
+    Mailbox(AsyncFileTransport<Tokio1Executor>, PathBuf),
 }
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.transport {
             Transport::Smtp(_) => "smtp",
-            Transport::Mailbox(_) => "mailbox",
+            Transport::Mailbox(..) => "mailbox",
         };
         f.debug_struct("Mailer").field("transport", &kind).finish()
     }
@@ -74,10 +74,19 @@ impl Mailer {
             ),
             MailTransport::Mailbox(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| MailError::Transport(e.to_string()))?;
-                Transport::Mailbox(AsyncFileTransport::<Tokio1Executor>::new(dir))
+                Transport::Mailbox(AsyncFileTransport::<Tokio1Executor>::new(dir), dir.clone())
             }
         };
         Ok(Self { from: from.to_string(), transport })
+    }
+
+    /// Whether mail can go out now: the SMTP server answers (a connection and `NOOP`),
+    /// or the mailbox directory exists.
+    pub async fn reachable(&self) -> bool {
+        match &self.transport {
+            Transport::Smtp(smtp) => smtp.test_connection().await.unwrap_or(false),
+            Transport::Mailbox(_, dir) => tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()),
+        }
     }
 
     /// Sends `mail`. Errors name no address (they may be logged).
@@ -93,9 +102,31 @@ impl Mailer {
             Transport::Smtp(smtp) => {
                 smtp.send(message).await.map(drop).map_err(|e| MailError::Transport(e.to_string()))
             }
-            Transport::Mailbox(dir) => {
-                dir.send(message).await.map(drop).map_err(|e| MailError::Transport(e.to_string()))
+            Transport::Mailbox(files, _) => {
+                files.send(message).await.map(drop).map_err(|e| MailError::Transport(e.to_string()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_is_reachable_while_its_directory_exists() {
+        let dir = std::env::temp_dir().join(format!("keel-mail-test-{}", uuid::Uuid::new_v4().simple()));
+        let mailer = Mailer::new("keel@example.com", &MailTransport::Mailbox(dir.clone())).expect("mailer");
+        assert!(mailer.reachable().await);
+        std::fs::remove_dir_all(&dir).expect("remove");
+        assert!(!mailer.reachable().await);
+    }
+
+    #[tokio::test]
+    async fn an_smtp_server_that_does_not_answer_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mailer =
+            Mailer::new("keel@example.com", &MailTransport::Smtp(format!("smtp://127.0.0.1:{port}"))).expect("mailer");
+        assert!(!mailer.reachable().await);
     }
 }

@@ -2,10 +2,14 @@
 //! 1 lane), on a fixed pool of hashing threads (one per core by default), so that
 //! logins never stall the async workers, a burst only queues, and each thread
 //! reuses its own 19 MiB of working memory instead of mapping fresh pages per hash.
+//! The queue is bounded: past its capacity a hash is refused at once with a retry
+//! delay ([`PasswordError::Busy`]) instead of waiting behind a flood.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, SaltString};
@@ -31,6 +35,39 @@ pub enum PasswordError {
     /// The hashing threads are gone (the process is shutting down).
     #[error("password hashing was interrupted")]
     Interrupted,
+    /// The queue is full: too many sign-ins at once; retry after `retry_after` seconds.
+    #[error("too many password checks at once; retry in {retry_after} s")]
+    Busy {
+        /// Seconds until the queue has likely drained.
+        retry_after: u32,
+    },
+}
+
+/// How many seconds of hashing the queue holds by default.
+pub const DEFAULT_QUEUE_SECONDS: u64 = 3;
+
+/// The hashing queue at one moment (for metrics): jobs admitted and not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingQueue {
+    /// Jobs waiting for or running on a hashing thread.
+    pub depth: usize,
+    /// The most jobs admitted at once; more are refused with [`PasswordError::Busy`].
+    pub capacity: usize,
+    /// Hashing threads.
+    pub threads: usize,
+    /// Jobs refused because the queue was full, since start.
+    pub refused: u64,
+}
+
+/// The queue's shared counters.
+#[derive(Debug)]
+struct Queue {
+    depth: AtomicUsize,
+    refused: std::sync::atomic::AtomicU64,
+    capacity: usize,
+    threads: usize,
+    /// How long one hash takes here (measured at start).
+    per_hash: Duration,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -39,6 +76,7 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Debug, Clone)]
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     /// A hash of a random password, verified against when the account is unknown so that
     /// unknown e-mails and wrong passwords take the same time.
     decoy: Arc<str>,
@@ -116,16 +154,23 @@ pub fn verify_blocking(password: &str, hash: &str) -> Result<bool, PasswordError
 }
 
 impl Passwords {
-    /// A pool of `threads` hashing threads.
+    /// A pool of `threads` hashing threads whose queue holds [`DEFAULT_QUEUE_SECONDS`] of work.
     pub fn new(threads: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads.max(1) {
-            let queue = queue.clone();
+        Self::with_capacity(threads, None)
+    }
+
+    /// A pool of `threads` hashing threads admitting at most `capacity` jobs at once
+    /// (waiting or running); `None`: as many as they finish in [`DEFAULT_QUEUE_SECONDS`].
+    pub fn with_capacity(threads: usize, capacity: Option<usize>) -> Self {
+        let threads = threads.max(1);
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..threads {
+            let receiver = receiver.clone();
             let spawned = std::thread::Builder::new().name(format!("keel-argon2-{n}")).spawn(move || {
                 loop {
-                    let job = match queue.lock() {
-                        Ok(queue) => queue.recv(),
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
                         Err(_) => return,
                     };
                     match job {
@@ -138,13 +183,36 @@ impl Passwords {
                 tracing::error!(error = %err, "could not start a hashing thread");
             }
         }
+        let started = Instant::now();
         let decoy = hash_blocking(&uuid::Uuid::new_v4().to_string());
-        Self { jobs, decoy: decoy.into() }
+        let per_hash = started.elapsed().max(Duration::from_millis(1));
+        let capacity = capacity.unwrap_or_else(|| {
+            let per_thread = Duration::from_secs(DEFAULT_QUEUE_SECONDS).as_nanos() / per_hash.as_nanos();
+            threads * (per_thread as usize).max(1)
+        });
+        tracing::info!(threads, capacity, per_hash_ms = per_hash.as_millis() as u64, "password hashing ready");
+        let queue = Queue { depth: AtomicUsize::new(0), refused: Default::default(), capacity, threads, per_hash };
+        Self { jobs, queue: Arc::new(queue), decoy: decoy.into() }
     }
 
     /// One hashing thread per core.
     pub fn per_core() -> Self {
-        Self::new(std::thread::available_parallelism().map(usize::from).unwrap_or(2))
+        Self::with_capacity(cores(), None)
+    }
+
+    /// The queue now: its depth, capacity and refusals.
+    pub fn queue(&self) -> HashingQueue {
+        HashingQueue {
+            depth: self.queue.depth.load(Ordering::Relaxed),
+            capacity: self.queue.capacity,
+            threads: self.queue.threads,
+            refused: self.queue.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hashes and verifications admitted and not yet done (waiting or running).
+    pub fn queue_depth(&self) -> usize {
+        self.queue().depth
     }
 
     /// A new PHC hash of `password`.
@@ -166,10 +234,39 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
+        let queue = &self.queue;
+        let ahead = queue.depth.fetch_add(1, Ordering::AcqRel);
+        if ahead >= queue.capacity {
+            queue.depth.fetch_sub(1, Ordering::AcqRel);
+            queue.refused.fetch_add(1, Ordering::Relaxed);
+            let drain = queue.per_hash.as_secs_f64() * ahead as f64 / queue.threads as f64;
+            return Err(PasswordError::Busy { retry_after: drain.ceil().clamp(1.0, 30.0) as u32 });
+        }
+        // Leaves the queue when done, run or not (a dropped job also counts out).
+        let admitted = Admitted(self.queue.clone());
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Box::new(move || drop(tx.send(work())))).map_err(|_| PasswordError::Interrupted)?;
+        let job = move || {
+            let result = work();
+            drop(admitted);
+            drop(tx.send(result));
+        };
+        self.jobs.send(Box::new(job)).map_err(|_| PasswordError::Interrupted)?;
         rx.await.map_err(|_| PasswordError::Interrupted)?
     }
+}
+
+/// One admitted job's place in the queue, given back when dropped.
+struct Admitted(Arc<Queue>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.depth.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The machine's cores (2 if unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
 }
 
 #[cfg(test)]
@@ -192,5 +289,37 @@ mod tests {
         let hash = passwords.hash("pw").await.unwrap();
         assert!(passwords.verify("pw", Some(&hash)).await.unwrap());
         assert!(!passwords.verify("pw", None).await.unwrap());
+        assert_eq!(passwords.queue_depth(), 0, "every job was taken");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_with_a_retry_delay_and_drains() {
+        let passwords = Passwords::with_capacity(1, Some(2));
+        let (release, wait) = mpsc::channel::<()>();
+        let holder = passwords.clone();
+        let running = tokio::spawn(async move {
+            holder
+                .run(move || {
+                    wait.recv().ok();
+                    Ok(())
+                })
+                .await
+        });
+        let queued = passwords.clone();
+        let waiting = tokio::spawn(async move { queued.hash("pw").await });
+        let admitted = async {
+            while passwords.queue().depth < 2 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("both jobs admitted");
+        let refused = passwords.verify("pw", None).await;
+        assert!(matches!(refused, Err(PasswordError::Busy { retry_after: 1.. })), "{refused:?}");
+        assert_eq!(passwords.queue(), HashingQueue { depth: 2, capacity: 2, threads: 1, refused: 1 });
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        waiting.await.unwrap().unwrap();
+        assert_eq!(passwords.queue().depth, 0);
+        assert!(!passwords.verify("pw", None).await.unwrap(), "admitted again once drained");
     }
 }

@@ -8,14 +8,20 @@
 //! billing topic (ADR 0013). After a crash the batch since the checkpoint is
 //! published again; consumers drop the repeats by event id / order. Only one relay
 //! runs at a time (a Postgres advisory lock); the others wait as standbys.
+//!
+//! One event never stops it (ADR 0017): an event the broker refuses for good (too
+//! large, say) is parked in `relay_parked`, logged as an error, counted in
+//! [`RelayStatus::parked`] and skipped. When the relay cannot go on for any other
+//! reason it logs an error, again and again with backoff, and its status says since when.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -26,18 +32,10 @@ use keel_domain::usage::{self, BillingCloudEvent, UsageEvent};
 /// Advisory lock key held by the running relay.
 const RELAY_LOCK: i64 = 7_242_002;
 
-/// What the relay reports about itself (for /readyz and benchmarks).
-#[derive(Debug, Default)]
-pub struct RelayStatus {
-    /// The relay task is alive (as leader or standby).
-    pub alive: AtomicBool,
-    /// This process holds the relay lock.
-    pub leader: AtomicBool,
-    /// The last publish attempt reached the broker.
-    pub broker_ok: AtomicBool,
-    /// Events published since start.
-    pub published: AtomicU64,
-}
+pub use crate::relay_status::RelayStatus;
+
+/// After failing this long without progress the relay logs errors, not warnings.
+const LOUD_AFTER: Duration = Duration::from_secs(10);
 
 /// The relay's settings.
 #[derive(Debug, Clone)]
@@ -50,6 +48,8 @@ pub struct RelayConfig {
     pub idle_poll: Duration,
     /// Where accepted usage is also published as CloudEvents (`keel.billing.v1`), if anywhere.
     pub billing_topic: Option<String>,
+    /// The largest message the broker accepts (its `message.max.bytes`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for RelayConfig {
@@ -59,6 +59,7 @@ impl Default for RelayConfig {
             batch_size: 2000,
             idle_poll: Duration::from_millis(5),
             billing_topic: Some(BILLING_TOPIC.into()),
+            max_message_bytes: keel_domain::limits::DEFAULT_MESSAGE_MAX_BYTES,
         }
     }
 }
@@ -89,6 +90,29 @@ pub enum RelayError {
     /// A stored event could not be turned into an envelope.
     #[error("malformed event at position {0}")]
     Malformed(i64),
+}
+
+/// An event the relay skipped for good, and why.
+#[derive(Debug, Clone)]
+struct Parked {
+    event: EventEnvelope,
+    size: usize,
+    error: String,
+}
+
+/// Whether the broker (or the client) refuses this one message for good: publishing
+/// it again can never succeed.
+fn is_permanent(err: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }
 
 /// Publishes the event store to Kafka.
@@ -124,12 +148,17 @@ impl Relay {
             };
             self.status.leader.store(false, Ordering::Relaxed);
             if let Err(err) = result {
-                tracing::warn!(error = %err, "relay interrupted; retrying");
+                let failing_for = self.status.failed();
+                if failing_for >= LOUD_AFTER {
+                    tracing::error!(error = %err, failing_for_s = failing_for.as_secs(), "relay stalled: nothing published; retrying");
+                } else {
+                    tracing::warn!(error = %err, "relay interrupted; retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             } else {
                 backoff = Duration::from_millis(100);
             }
@@ -160,7 +189,7 @@ impl Relay {
         }
         // A fresh producer per leadership term: after a failed delivery an idempotent
         // producer may be fenced for good, and only a new one can go on.
-        let producer = crate::kafka::producer(&self.brokers)?;
+        let producer = crate::kafka::producer(&self.brokers, self.config.max_message_bytes)?;
         self.publish_forever(&mut conn, &producer).await
     }
 
@@ -170,29 +199,42 @@ impl Relay {
         loop {
             let batch = read_batch(conn, &checkpoint, self.config.batch_size).await?;
             if batch.is_empty() {
+                self.status.progressed();
                 tokio::time::sleep(idle).await;
                 idle = (idle * 2).min(self.config.idle_poll);
                 continue;
             }
             idle = Duration::from_millis(1);
-            let next = self.publish(producer, &batch, &checkpoint).await?;
-            save_checkpoint(conn, &self.config.topic, &next).await?;
-            self.status.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let (next, parked) = self.publish(producer, &batch, &checkpoint).await?;
+            save_checkpoint(conn, &self.config.topic, &next, &parked).await?;
+            self.status.published.fetch_add((batch.len() - parked.len()) as u64, Ordering::Relaxed);
+            self.status.parked.fetch_add(parked.len() as u64, Ordering::Relaxed);
+            self.status.progressed();
             checkpoint = next;
         }
     }
 
     /// Produces `batch` (and its usage, as CloudEvents, to the billing topic) and waits
-    /// for every acknowledgement; returns the advanced checkpoint.
+    /// for every acknowledgement; returns the advanced checkpoint and the events the
+    /// broker refused for good (parked: every other event of the batch is published).
     async fn publish(
         &self,
         producer: &FutureProducer,
         batch: &[EventEnvelope],
         from: &Checkpoint,
-    ) -> Result<Checkpoint, RelayError> {
+    ) -> Result<(Checkpoint, Vec<Parked>), RelayError> {
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut billing = Vec::new();
-        for event in batch {
+        // Index in the batch → (message size, why the broker refuses it).
+        let mut refused: BTreeMap<usize, (usize, String)> = BTreeMap::new();
+        for (index, event) in batch.iter().enumerate() {
+            let payload = serde_json::to_vec(event).map_err(|_| RelayError::Malformed(event.position))?;
+            let limit = self.config.max_message_bytes;
+            if payload.len() + event.key().len() > limit {
+                let error = format!("{} bytes: more than the broker's message limit of {limit}", payload.len());
+                refused.insert(index, (payload.len(), error));
+                continue;
+            }
             if let Some(topic) = &self.config.billing_topic
                 && event.aggregate_type == usage::AGGREGATE_TYPE
             {
@@ -201,14 +243,14 @@ impl Relay {
                     .insert(Header { key: "content-type", value: Some("application/cloudevents+json") });
                 let record = FutureRecord::to(topic).key(event.key()).payload(&message).headers(headers);
                 match producer.send_result(record) {
-                    Ok(delivery) => billing.push(delivery),
-                    Err((err, _)) => {
-                        self.status.broker_ok.store(false, Ordering::Relaxed);
-                        return Err(err.into());
+                    Ok(delivery) => billing.push((index, message.len(), delivery)),
+                    Err((err, _)) if is_permanent(&err) => {
+                        refused.insert(index, (message.len(), format!("billing message refused: {err}")));
+                        continue;
                     }
+                    Err((err, _)) => return Err(self.broker_failed(err)),
                 }
             }
-            let payload = serde_json::to_vec(event).map_err(|_| RelayError::Malformed(event.position))?;
             let event_id = event.event_id.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header { key: "event_id", value: Some(event_id.as_str()) })
@@ -216,41 +258,61 @@ impl Relay {
                 .insert(Header { key: "schema_version", value: Some(event.schema_version.as_str()) });
             let record = FutureRecord::to(&self.config.topic).key(event.key()).payload(&payload).headers(headers);
             match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((err, _)) => {
-                    self.status.broker_ok.store(false, Ordering::Relaxed);
-                    return Err(err.into());
+                Ok(delivery) => deliveries.push((index, payload.len(), delivery)),
+                Err((err, _)) if is_permanent(&err) => {
+                    refused.insert(index, (payload.len(), format!("refused: {err}")));
                 }
+                Err((err, _)) => return Err(self.broker_failed(err)),
             }
         }
         let mut next = from.clone();
-        for delivery in deliveries {
+        for (index, size, delivery) in deliveries {
             match delivery.await {
                 Ok(Ok(d)) => {
                     let offset = next.offsets.entry(d.partition).or_insert(d.offset);
                     *offset = (*offset).max(d.offset);
                 }
-                Ok(Err((err, _))) => {
-                    self.status.broker_ok.store(false, Ordering::Relaxed);
-                    return Err(err.into());
+                Ok(Err((err, _))) if is_permanent(&err) => {
+                    refused.entry(index).or_insert((size, format!("refused: {err}")));
                 }
+                Ok(Err((err, _))) => return Err(self.broker_failed(err)),
                 Err(_canceled) => return Err(rdkafka::error::KafkaError::Canceled.into()),
             }
         }
-        for delivery in billing {
+        for (index, size, delivery) in billing {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => {
-                    self.status.broker_ok.store(false, Ordering::Relaxed);
-                    return Err(err.into());
+                Ok(Err((err, _))) if is_permanent(&err) => {
+                    refused.entry(index).or_insert((size, format!("billing message refused: {err}")));
                 }
+                Ok(Err((err, _))) => return Err(self.broker_failed(err)),
                 Err(_canceled) => return Err(rdkafka::error::KafkaError::Canceled.into()),
             }
         }
         self.status.broker_ok.store(true, Ordering::Relaxed);
         let last = batch.last().map(EventEnvelope::order).unwrap_or((from.txid, from.position));
         (next.txid, next.position) = last;
-        Ok(next)
+        let parked: Vec<Parked> = refused
+            .into_iter()
+            .map(|(index, (size, error))| Parked { event: batch[index].clone(), size, error })
+            .collect();
+        for p in &parked {
+            tracing::error!(
+                position = p.event.position,
+                event_id = %p.event.event_id,
+                event_type = %p.event.event_type,
+                size = p.size,
+                error = %p.error,
+                "event parked: the broker refuses it for good; skipped and recorded in relay_parked"
+            );
+        }
+        Ok((next, parked))
+    }
+
+    /// Notes that the broker failed and passes the error on.
+    fn broker_failed(&self, err: rdkafka::error::KafkaError) -> RelayError {
+        self.status.broker_ok.store(false, Ordering::Relaxed);
+        err.into()
     }
 }
 
@@ -283,9 +345,16 @@ pub async fn load_checkpoint(conn: &mut sqlx::PgConnection, topic: &str) -> Resu
     })
 }
 
-async fn save_checkpoint(conn: &mut sqlx::PgConnection, topic: &str, cp: &Checkpoint) -> Result<(), sqlx::Error> {
+/// Moves the checkpoint, recording the `parked` events of the batch with it.
+async fn save_checkpoint(
+    conn: &mut sqlx::PgConnection,
+    topic: &str,
+    cp: &Checkpoint,
+    parked: &[Parked],
+) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
     let offsets: BTreeMap<String, i64> = cp.offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
-    sqlx::query(
+    let save = sqlx::query(
         "INSERT INTO relay_checkpoint (topic, txid, position, offsets, updated_at)
          VALUES ($1, $2::text::xid8, $3, $4, now())
          ON CONFLICT (topic) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position,
@@ -294,10 +363,59 @@ async fn save_checkpoint(conn: &mut sqlx::PgConnection, topic: &str, cp: &Checkp
     .bind(topic)
     .bind(cp.txid.to_string())
     .bind(cp.position)
-    .bind(serde_json::to_value(offsets).unwrap_or_default())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(serde_json::to_value(offsets).unwrap_or_default());
+    if parked.is_empty() {
+        save.execute(conn).await?;
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    for p in parked {
+        sqlx::query(
+            "INSERT INTO relay_parked (topic, position, event_id, event_type, aggregate_type, aggregate_id, size_bytes, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(topic)
+        .bind(p.event.position)
+        .bind(p.event.event_id)
+        .bind(&p.event.event_type)
+        .bind(&p.event.aggregate_type)
+        .bind(&p.event.aggregate_id)
+        .bind(p.size as i64)
+        .bind(&p.error)
+        .execute(&mut *tx)
+        .await?;
+    }
+    save.execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// An event the relay parked: it is in the event store but was never (fully) published.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ParkedEvent {
+    /// Its position in the event store.
+    pub position: i64,
+    /// Its id.
+    pub event_id: Uuid,
+    /// Its type.
+    pub event_type: String,
+    /// Its message's size in bytes.
+    pub size_bytes: i64,
+    /// Why the broker refused it.
+    pub error: String,
+    /// When it was parked.
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The events the relay on `topic` parked, oldest first (at most `limit`).
+pub async fn parked(pool: &PgPool, topic: &str, limit: i64) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT position, event_id, event_type, size_bytes, error, parked_at FROM relay_parked
+         WHERE topic = $1 ORDER BY position LIMIT $2",
+    )
+    .bind(topic)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 /// Reads up to `limit` events after `after`, in global order, below the oldest open transaction.

@@ -24,9 +24,9 @@ use keel_domain::session::{RevokeReason, Session, SessionCommand};
 use keel_domain::validate;
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
-use crate::passwords::Passwords;
+use crate::passwords::{PasswordError, Passwords};
 use crate::secret;
-use crate::throttle::{Throttle, ThrottlePolicy};
+use crate::throttle::{Throttle, ThrottlePolicy, account_key, address_key};
 
 /// Prefix of refresh tokens.
 pub const REFRESH_TOKEN_PREFIX: &str = "keel_rt_";
@@ -53,6 +53,12 @@ pub enum LoginError {
     /// A dependency failed; retry.
     #[error("the service is temporarily unavailable; retry")]
     Unavailable,
+    /// Too many sign-ins at once (the hashing queue is full); retry shortly.
+    #[error("too many sign-ins at once; retry in {retry_after} s")]
+    Busy {
+        /// Seconds to wait.
+        retry_after: u32,
+    },
 }
 
 /// Why a refresh failed.
@@ -178,11 +184,8 @@ impl Sessions {
             tracing::error!(error = %e, "login lookup failed");
             LoginError::Unavailable
         };
-        let account_key = secret::digest(&format!("{}|{}", domain.unwrap_or(""), email.trim().to_lowercase()));
-        let subjects = [
-            format!("account:{account_key}"),
-            format!("address:{}", secret::digest(&client.map(|c| c.to_string()).unwrap_or_default())),
-        ];
+        // The account however its tenant or e-mail is spelled; the address by its network.
+        let subjects = [format!("account:{}", account_key(domain, email)), format!("address:{}", address_key(client))];
         // One round trip: the locks of both subjects, the tenant, the account and its hash.
         let domain = domain.map(|raw| validate::domain(raw).unwrap_or_default());
         let found: Lookup = sqlx::query_as(LOOKUP)
@@ -208,7 +211,10 @@ impl Sessions {
             hash: found.hash,
         });
         let hash = account.as_ref().and_then(|a| a.hash.as_deref());
-        let matches = self.passwords.verify(password, hash).await.map_err(|_| LoginError::Unavailable)?;
+        let matches = self.passwords.verify(password, hash).await.map_err(|err| match err {
+            PasswordError::Busy { retry_after } => LoginError::Busy { retry_after },
+            _ => LoginError::Unavailable,
+        })?;
         let (Some(account), Some((tenant_id, tenant_status)), true) = (account, tenant, matches) else {
             let failed =
                 [(subjects[0].as_str(), ThrottledSubject::Account), (subjects[1].as_str(), ThrottledSubject::Address)];

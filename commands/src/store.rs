@@ -1,8 +1,9 @@
 //! The event store: postgres-es for reading; appends are Keel's own, so that every
 //! persisted event gets its own UUIDv7 `event_id` in its metadata (cqrs-es shares one
-//! metadata map across the events of a commit), a commit is one INSERT, and the
-//! write-side indexes ([`WRITE_SIDE_INDEXES`]) are updated in the same transaction
-//! (ADR 0009, 0010, 0013).
+//! metadata map across the events of a commit), a commit is one INSERT returning the
+//! positions, and the write-side indexes ([`WRITE_SIDE_INDEXES`]) and the running
+//! command's audit record ([`command_scope`]) commit in the same transaction
+//! (ADR 0009, 0010, 0013, 0016).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -14,6 +15,8 @@ use uuid::Uuid;
 
 use keel_domain::envelope::keys;
 
+use crate::audit;
+use crate::command_scope;
 use crate::identity_index::IdentityIndex;
 use crate::key_index::ApiKeyIndex;
 use crate::rollup_allowlist_index::RollupAllowlistIndex;
@@ -28,7 +31,8 @@ pub const WRITE_SIDE_INDEXES: (IdentityIndex, ApiKeyIndex, RollupAllowlistIndex)
 /// positions in the order of the arrays; the primary key refuses a stale sequence.
 const APPEND: &str =
     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])";
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+     RETURNING position";
 
 /// postgres-es with per-event ids and the write-side indexes.
 pub struct KeelEventRepository {
@@ -42,8 +46,11 @@ impl KeelEventRepository {
         Self { inner: PostgresEventRepository::new(pool.clone()), pool }
     }
 
+    /// Appends one commit; with the running command's audit record, if any, in the
+    /// same transaction.
     async fn append(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
-        let insert = sqlx::query(APPEND)
+        let record = command_scope::record_for(events);
+        let insert = sqlx::query_scalar(APPEND)
             .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
@@ -51,17 +58,27 @@ impl KeelEventRepository {
             .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
-        if !events.iter().any(|e| WRITE_SIDE_INDEXES.affects(e)) {
+        if record.is_none() && !events.iter().any(|e| WRITE_SIDE_INDEXES.affects(e)) {
             // One statement is its own transaction: one round trip.
-            insert.execute(&self.pool).await?;
+            let positions: Vec<i64> = insert.fetch_all(&self.pool).await?;
+            command_scope::note_commit(positions.into_iter().max().unwrap_or(0), false);
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        insert.execute(&mut *tx).await?;
+        if let Some(record) = &record {
+            audit::lock_chains(&mut tx, [record]).await?;
+        }
+        let positions: Vec<i64> = insert.fetch_all(&mut *tx).await?;
         for event in events {
             WRITE_SIDE_INDEXES.apply(&mut tx, event).await?;
         }
-        tx.commit().await
+        let audited = record.is_some();
+        if let Some(record) = record {
+            audit::append_in(&mut tx, vec![record]).await?;
+        }
+        tx.commit().await?;
+        command_scope::note_commit(positions.into_iter().max().unwrap_or(0), audited);
+        Ok(())
     }
 }
 
@@ -110,6 +127,10 @@ impl PersistedEventRepository for KeelEventRepository {
         }
         if stamped.is_empty() {
             return Ok(());
+        }
+        for event in &stamped {
+            crate::limits::check_event(&event.payload, &event.metadata)
+                .map_err(|err| PersistenceError::UnknownError(Box::new(err)))?;
         }
         self.append(&stamped).await.map_err(persistence_error)
     }

@@ -3,13 +3,49 @@
 //! A subject that reaches its threshold is locked for a while, doubling per lock,
 //! and each lock is recorded as a `login.throttled` event.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 
 use keel_domain::envelope::Actor;
 use keel_domain::login_guard::{LoginGuard, LoginGuardCommand, ThrottledSubject};
+use keel_domain::validate;
 
 use crate::bus::{self, CommandContext, Framework};
+use crate::secret;
+
+/// The account a sign-in (or reset) names, however it is spelled: the tenant's domain
+/// as the directory stores it (case, surrounding spaces and a trailing dot dropped;
+/// `None` is the platform) and the e-mail as its `email_key` (lowercased, trimmed).
+/// Hashed, so no subject names an address.
+pub fn account_key(domain: Option<&str>, email: &str) -> String {
+    let tenant = match domain {
+        None => "platform".to_string(),
+        Some(raw) => match validate::domain(raw) {
+            Some(domain) => format!("tenant:{domain}"),
+            // No tenant has such a domain; still one key however it is cased or padded.
+            None => format!("invalid:{}", raw.trim().to_lowercase()),
+        },
+    };
+    let email = validate::email(email).unwrap_or_else(|| email.trim().to_string()).to_lowercase();
+    secret::digest(&format!("{tenant}|{email}"))
+}
+
+/// The network a client address counts for: an IPv4 address on its own (/32), an
+/// IPv6 address by its /64 (one subscriber's allocation, which it can walk through at
+/// will). An IPv4-mapped IPv6 address counts as the IPv4 address. Hashed.
+pub fn address_key(client: Option<IpAddr>) -> String {
+    let network = match client.map(|ip| ip.to_canonical()) {
+        None => String::new(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    };
+    secret::digest(&network)
+}
 
 /// Brute-force protection settings.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +75,18 @@ impl Default for ThrottlePolicy {
 }
 
 impl ThrottlePolicy {
+    /// The limits on password-reset requests: every request counts (3 per account and 10
+    /// per address in 15 minutes), locks start at a minute.
+    pub fn resets() -> Self {
+        Self {
+            account_failures: 3,
+            address_failures: 10,
+            base_lock: Duration::minutes(1),
+            max_lock: Duration::minutes(15),
+            window: Duration::minutes(15),
+        }
+    }
+
     /// How long a subject of `kind` is locked after `failures`, if that many lock it.
     pub fn lock_after(&self, kind: ThrottledSubject, failures: i32) -> Option<Duration> {
         let threshold = match kind {
@@ -87,25 +135,7 @@ impl Throttle {
         subjects: &[(&str, ThrottledSubject)],
     ) -> Result<(), sqlx::Error> {
         for &(subject, kind) in subjects {
-            let (failures, now): (i32, DateTime<Utc>) = sqlx::query_as(
-                "INSERT INTO login_throttle AS t (subject, failures, last_failure_at) VALUES ($1, 1, now())
-                 ON CONFLICT (subject) DO UPDATE SET
-                   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2) THEN 1 ELSE t.failures + 1 END,
-                   last_failure_at = now()
-                 RETURNING failures, now()",
-            )
-            .bind(subject)
-            .bind(self.policy.window.num_seconds() as f64)
-            .fetch_one(&self.pool)
-            .await?;
-            let Some(lock) = self.policy.lock_after(kind, failures) else { continue };
-            let until = now + lock;
-            sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE subject = $1")
-                .bind(subject)
-                .bind(until)
-                .execute(&self.pool)
-                .await?;
-            tracing::warn!(subject = ?kind, failures, seconds = lock.num_seconds(), "sign-in throttled");
+            let Some((failures, until, now)) = self.count(subject, kind).await? else { continue };
             let ctx =
                 CommandContext::new(Actor::system("login_guard"), correlation_id.to_string(), subject.to_string());
             let cmd = LoginGuardCommand::Throttle { subject: kind, failures: failures as u32, until, at: now };
@@ -114,6 +144,43 @@ impl Throttle {
             }
         }
         Ok(())
+    }
+
+    /// Counts an attempt against each subject and locks one that reaches its threshold,
+    /// without an event (for requests anyone may repeat, which must not grow the log).
+    pub async fn record_attempt(&self, subjects: &[(&str, ThrottledSubject)]) -> Result<(), sqlx::Error> {
+        for &(subject, kind) in subjects {
+            self.count(subject, kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts one failure of `subject`; if that locks it: (failures, locked until, now).
+    async fn count(
+        &self,
+        subject: &str,
+        kind: ThrottledSubject,
+    ) -> Result<Option<(i32, DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+        let (failures, now): (i32, DateTime<Utc>) = sqlx::query_as(
+            "INSERT INTO login_throttle AS t (subject, failures, last_failure_at) VALUES ($1, 1, now())
+             ON CONFLICT (subject) DO UPDATE SET
+               failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2) THEN 1 ELSE t.failures + 1 END,
+               last_failure_at = now()
+             RETURNING failures, now()",
+        )
+        .bind(subject)
+        .bind(self.policy.window.num_seconds() as f64)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(lock) = self.policy.lock_after(kind, failures) else { return Ok(None) };
+        let until = now + lock;
+        sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE subject = $1")
+            .bind(subject)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        tracing::warn!(subject = ?kind, failures, seconds = lock.num_seconds(), "throttled");
+        Ok(Some((failures, until, now)))
     }
 
     /// Forgets a subject's failures (after a success).
@@ -126,6 +193,31 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_is_one_subject_however_its_tenant_and_email_are_spelled() {
+        let key = account_key(Some("acme"), "owner@acme.example.com");
+        for (domain, email) in [
+            ("ACME", "owner@acme.example.com"),
+            ("acme.", "Owner@ACME.example.com"),
+            (" Acme. ", " OWNER@acme.example.com "),
+        ] {
+            assert_eq!(account_key(Some(domain), email), key, "{domain:?} {email:?}");
+        }
+        assert_ne!(account_key(Some("acme2"), "owner@acme.example.com"), key);
+        assert_ne!(account_key(None, "owner@acme.example.com"), key, "the platform is not a tenant");
+        assert_ne!(account_key(Some(""), "owner@acme.example.com"), account_key(None, "owner@acme.example.com"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_ipv4_by_itself() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(address_key(ip("2001:db8:1:2::1")), address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_ne!(address_key(ip("2001:db8:1:2::1")), address_key(ip("2001:db8:1:3::1")));
+        assert_ne!(address_key(ip("203.0.113.7")), address_key(ip("203.0.113.8")));
+        assert_eq!(address_key(ip("::ffff:203.0.113.7")), address_key(ip("203.0.113.7")));
+        assert_ne!(address_key(ip("203.0.113.7")), address_key(None));
+    }
 
     #[test]
     fn locks_start_at_the_threshold_and_double_up_to_the_maximum() {

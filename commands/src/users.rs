@@ -2,6 +2,8 @@
 //! per-tenant directory aggregate. Secrets never enter events: invitation and reset
 //! tokens appear as SHA-256 digests, passwords as the id of an argon2id credential row.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::EventStore;
 use cqrs_es::persist::PersistedEventStore;
@@ -20,10 +22,10 @@ use keel_domain::validate;
 use crate::bus::{self, CommandContext, CommandError, Failure, Framework};
 use crate::idempotency::{Idempotency, fingerprint};
 use crate::mail::{Mail, Mailer};
-use crate::passwords::Passwords;
+use crate::passwords::{PasswordError, Passwords};
 use crate::secret;
 use crate::store::KeelEventRepository;
-use crate::throttle::{Throttle, ThrottlePolicy};
+use crate::throttle::{Throttle, ThrottlePolicy, account_key, address_key};
 
 /// Prefix of invitation tokens.
 pub const INVITATION_TOKEN_PREFIX: &str = "keel_inv_";
@@ -31,6 +33,23 @@ pub const INVITATION_TOKEN_PREFIX: &str = "keel_inv_";
 pub const RESET_TOKEN_PREFIX: &str = "keel_pwr_";
 /// How long a password-reset token is valid.
 pub const RESET_TTL_MINUTES: i64 = 60;
+/// A reset requested again sooner than this after the last one (still pending) writes
+/// nothing and mails nothing: the log grows by at most one reset per account per period.
+pub const RESET_RESEND_AFTER_MINUTES: i64 = 15;
+
+/// Why a password-reset request was refused (an unknown account is not a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    /// Too many requests for this account or from this address.
+    #[error("too many password-reset requests; retry in {retry_after} s")]
+    Throttled {
+        /// Seconds until the lock ends.
+        retry_after: u64,
+    },
+    /// The command failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
 
 /// The outcome of a user command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +70,16 @@ pub struct UserCommands {
     mailer: Option<Mailer>,
     public_url: String,
     throttle: Throttle,
+    reset_throttle: Throttle,
+}
+
+/// A user asking for a password reset, and whether one was issued recently.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PendingReset {
+    user_id: String,
+    tenant_id: Option<String>,
+    status: String,
+    recent: bool,
 }
 
 /// A user of the identity index, as the services need it.
@@ -58,7 +87,6 @@ pub struct UserCommands {
 struct IndexedUser {
     user_id: String,
     tenant_id: Option<String>,
-    status: String,
 }
 
 impl UserCommands {
@@ -73,6 +101,7 @@ impl UserCommands {
             mailer,
             public_url: public_url.trim_end_matches('/').to_string(),
             throttle: Throttle::new(pool.clone(), ThrottlePolicy::default()),
+            reset_throttle: Throttle::new(pool.clone(), ThrottlePolicy::resets()),
             pool,
         }
     }
@@ -184,8 +213,7 @@ impl UserCommands {
         token: &str,
         password: &str,
     ) -> Result<UserChanged, CommandError> {
-        let lookup =
-            "SELECT user_id, tenant_id, status FROM auth_users WHERE invitation_hash = $1 AND status = 'invited'";
+        let lookup = "SELECT user_id, tenant_id FROM auth_users WHERE invitation_hash = $1 AND status = 'invited'";
         self.set_password_by_token(
             ctx,
             lookup,
@@ -295,26 +323,44 @@ impl UserCommands {
 
     /// Starts a password reset: if `email` is an active user of the tenant with `domain`
     /// (the platform if `None`), mails a single-use token. Answers the same either way.
+    /// Requests are throttled per account (however spelled) and per client network, and a
+    /// request while a recent reset is pending writes and mails nothing.
     pub async fn request_password_reset(
         &self,
         ctx: &CommandContext,
+        client: Option<IpAddr>,
         domain: Option<&str>,
         email: &str,
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), ResetError> {
+        let unavailable = |e: sqlx::Error| ResetError::Command(CommandError::unavailable(&e));
+        let subjects =
+            [format!("reset_account:{}", account_key(domain, email)), format!("reset_address:{}", address_key(client))];
+        if let Some(retry_after) = self.reset_throttle.locked_for(&subjects).await.map_err(unavailable)? {
+            return Err(ResetError::Throttled { retry_after });
+        }
+        let counted =
+            [(subjects[0].as_str(), ThrottledSubject::Account), (subjects[1].as_str(), ThrottledSubject::Address)];
+        self.reset_throttle.record_attempt(&counted).await.map_err(unavailable)?;
         let (Some(email), Some(tenant)) = (validate::email(email), self.tenant_key(domain).await?) else {
             return Ok(());
         };
-        let user: Option<IndexedUser> = sqlx::query_as(
-            "SELECT user_id, tenant_id, status FROM auth_users WHERE COALESCE(tenant_id, '') = $1 AND email_key = lower($2)",
+        let user: Option<PendingReset> = sqlx::query_as(
+            "SELECT user_id, tenant_id, status,
+                    COALESCE(reset_expires_at > now() + make_interval(mins => $3), false) AS recent
+             FROM auth_users WHERE COALESCE(tenant_id, '') = $1 AND email_key = lower($2)",
         )
         .bind(&tenant)
         .bind(&email)
+        .bind((RESET_TTL_MINUTES - RESET_RESEND_AFTER_MINUTES) as i32)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| CommandError::unavailable(&e))?;
+        .map_err(unavailable)?;
         let Some(user) = user.filter(|u| u.status == UserStatus::Active.as_str()) else {
             return Ok(());
         };
+        if user.recent {
+            return Ok(());
+        }
         let user_id: UserId = user.user_id.parse().map_err(|_| internal())?;
         let token = secret::random_token(RESET_TOKEN_PREFIX);
         let reset = pending(&token, ctx.received_at + Duration::minutes(RESET_TTL_MINUTES));
@@ -324,7 +370,7 @@ impl UserCommands {
         match self.execute(&ctx, &directory_id, cmd).await {
             Ok(()) => {}
             Err(err) if err.failure == Failure::FailedPrecondition => return Ok(()),
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         }
         let body = format!(
             "Someone asked to reset your Keel password. If it was you, set a new one at\n{}/v1/auth/password-reset/confirm\nwith this token (valid for {RESET_TTL_MINUTES} minutes):\n{token}\n\nIf it was not you, ignore this message.\n",
@@ -341,7 +387,7 @@ impl UserCommands {
         token: &str,
         password: &str,
     ) -> Result<UserChanged, CommandError> {
-        let lookup = "SELECT user_id, tenant_id, status FROM auth_users WHERE reset_hash = $1";
+        let lookup = "SELECT user_id, tenant_id FROM auth_users WHERE reset_hash = $1";
         self.set_password_by_token(
             ctx,
             lookup,
@@ -481,7 +527,10 @@ fn internal() -> CommandError {
     CommandError::new(Failure::Internal, "internal", "internal error")
 }
 
-fn hashing_failed(err: &dyn std::error::Error) -> CommandError {
+fn hashing_failed(err: &PasswordError) -> CommandError {
+    if let PasswordError::Busy { .. } = err {
+        return CommandError::new(Failure::Unavailable, "overloaded", err.to_string());
+    }
     tracing::error!(error = %err, "password hashing failed");
     internal()
 }

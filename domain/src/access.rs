@@ -121,6 +121,8 @@ pub enum Action {
     ReadAudit,
     /// Send an app's own audit records.
     RecordAudit,
+    /// Read the system's health: components, error rates and latencies (FR-SYS-005).
+    ReadSystemHealth,
 }
 
 /// The context of the request: the target tenant (if any) and its plan (if known).
@@ -150,7 +152,7 @@ pub fn authorize(principal: &Principal, action: Action, target: Target<'_>) -> R
         Principal::Operator { .. } => Ok(()),
         Principal::Auditor { .. } => match action {
             ReadTenant | ListTenants | ReadUsers | ReadApps | ReadFlags | ReadEntitlements | ReadRouting
-            | ReadFleetHealth | ReadBilling | ReadAudit => Ok(()),
+            | ReadFleetHealth | ReadBilling | ReadAudit | ReadSystemHealth => Ok(()),
             _ => Err(Denied::NotPermitted),
         },
         Principal::TenantUser { tenant_id, role, .. } => {
@@ -227,6 +229,21 @@ mod tests {
         let app =
             Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Scope::ALL.into_iter().collect() };
         assert_eq!(authorize(&app, Action::UpdateTenantProfile, own), Err(Denied::NotPermitted));
+    }
+
+    #[test]
+    fn only_operators_and_auditors_read_the_system_health() {
+        let operator = Principal::Operator { id: "op".into() };
+        let auditor = Principal::Auditor { id: "a".into() };
+        for principal in [operator, auditor] {
+            assert_eq!(authorize(&principal, Action::ReadSystemHealth, Target::default()), Ok(()));
+        }
+        for role in [TenantRole::Owner, TenantRole::Admin, TenantRole::User] {
+            assert_eq!(authorize(&user(role), Action::ReadSystemHealth, Target::default()), Err(Denied::NotPermitted));
+        }
+        let app =
+            Principal::App { id: "app_1".into(), key_id: "key_1".into(), scopes: Scope::ALL.into_iter().collect() };
+        assert_eq!(authorize(&app, Action::ReadSystemHealth, Target::default()), Err(Denied::NotPermitted));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod envelope;
 pub mod error;
 pub mod flag;
 pub mod ids;
+pub mod kafka_settings;
+pub mod limits;
 pub mod login_guard;
 pub mod plan;
 pub mod rollup_allowlist;

@@ -71,6 +71,19 @@ pub struct Settings {
     /// brute-force protection then counts per real client address.
     #[arg(long, env = "KEEL_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The broker's `message.max.bytes`: every size limit derives from it (ADR 0017).
+    #[arg(long, env = "KEEL_KAFKA_MESSAGE_MAX_BYTES", default_value_t = keel_domain::limits::DEFAULT_MESSAGE_MAX_BYTES)]
+    pub kafka_message_max_bytes: usize,
+    /// A relay or projector that makes no progress this long while work waits is stalled (not ready).
+    #[arg(long, env = "KEEL_STALL_SECONDS", default_value_t = 15)]
+    pub stall_seconds: u64,
+    /// How often readiness probes Postgres, the broker and the relay's backlog (in the background).
+    #[arg(long, env = "KEEL_READY_PROBE_MS", default_value_t = 5_000)]
+    pub ready_probe_ms: u64,
+    /// Most password hashes queued or running at once; more answer 503 with `Retry-After`
+    /// (default: what the hashing threads finish in 3 s).
+    #[arg(long, env = "KEEL_HASH_QUEUE_CAPACITY")]
+    pub hash_queue_capacity: Option<usize>,
 }
 
 impl Settings {
@@ -98,7 +111,16 @@ impl Settings {
             billing_topic: keel_commands::relay::BILLING_TOPIC.into(),
             billing_late_after_hours: 48,
             audit_checkpoint_seconds: 60,
+            kafka_message_max_bytes: keel_domain::limits::DEFAULT_MESSAGE_MAX_BYTES,
+            stall_seconds: 15,
+            ready_probe_ms: 5_000,
+            hash_queue_capacity: None,
         }
+    }
+
+    /// The size limits, derived from the broker's message limit.
+    pub fn limits(&self) -> Result<keel_domain::limits::Limits, keel_domain::limits::MessageLimitTooSmall> {
+        keel_domain::limits::Limits::new(self.kafka_message_max_bytes)
     }
 
     /// Where mail goes.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod offline;
 pub mod rest;
 pub mod server;

@@ -39,6 +39,19 @@ pub struct BatchOutcome {
     pub next_offsets: BTreeMap<i32, i64>,
 }
 
+impl BatchOutcome {
+    /// Adds what a later part of the same batch did.
+    pub fn merge(&mut self, later: BatchOutcome) {
+        self.applied += later.applied;
+        self.skipped += later.skipped;
+        self.parked += later.parked;
+        for (partition, next) in later.next_offsets {
+            let entry = self.next_offsets.entry(partition).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+}
+
 struct Parked<'a> {
     tenant_id: String,
     message: &'a Message,
@@ -185,24 +198,79 @@ pub async fn apply_batch<R: ReadModel>(
     }
     outcome.parked = parked.len();
     for p in parked {
-        tracing::warn!(read_model = model.name(), tenant_id = %p.tenant_id, offset = p.message.offset, error = %p.error, "event parked");
-        sqlx::query(&format!(
-            "INSERT INTO {schema}._parked (tenant_id, topic, partition, kafka_offset, event_id, event_type, message, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(&p.tenant_id)
-        .bind(topic)
-        .bind(p.message.partition)
-        .bind(p.message.offset)
-        .bind(&p.event_id)
-        .bind(&p.event_type)
-        .bind(&p.message.payload)
-        .bind(&p.error)
-        .execute(&mut *tx)
-        .await?;
+        insert_parked(&mut *tx, model.name(), schema, topic, &p).await?;
     }
     store_offsets(tx, schema, topic, &outcome.next_offsets).await?;
     Ok(outcome)
+}
+
+/// Parks `message` as a dead letter because the read model's `apply` refuses it for
+/// good (`error`), and moves the partition's offset past it; later events of its
+/// tenant are then held behind it, as behind a poison event. A message below the
+/// stored offset (applied already) is left alone.
+pub async fn park_refused<R: ReadModel>(
+    tx: &mut PgConnection,
+    model: &R,
+    schema: &str,
+    topic: &str,
+    message: &Message,
+    error: String,
+) -> Result<BatchOutcome, sqlx::Error> {
+    sqlx::query("SELECT set_config('keel.scope', 'platform', true)").execute(&mut *tx).await?;
+    let stored: Option<i64> =
+        sqlx::query_scalar(&format!("SELECT next_offset FROM {schema}._offsets WHERE topic = $1 AND partition = $2"))
+            .bind(topic)
+            .bind(message.partition)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut outcome = BatchOutcome::default();
+    if stored.is_some_and(|next| message.offset < next) {
+        outcome.skipped = 1;
+        return Ok(outcome);
+    }
+    let envelope = serde_json::from_slice::<EventEnvelope>(&message.payload).ok();
+    let parked = Parked {
+        tenant_id: envelope
+            .as_ref()
+            .map(|env| env.key().to_string())
+            .or_else(|| message.key.clone())
+            .unwrap_or_else(|| "unknown".to_string()),
+        message,
+        event_id: envelope.as_ref().map(|env| env.event_id.to_string()),
+        event_type: envelope.as_ref().map(|env| env.event_type.clone()),
+        error,
+    };
+    insert_parked(&mut *tx, model.name(), schema, topic, &parked).await?;
+    outcome.parked = 1;
+    outcome.next_offsets.insert(message.partition, message.offset + 1);
+    store_offsets(tx, schema, topic, &outcome.next_offsets).await?;
+    Ok(outcome)
+}
+
+/// Records one dead letter, loudly.
+async fn insert_parked(
+    tx: &mut PgConnection,
+    read_model: &str,
+    schema: &str,
+    topic: &str,
+    p: &Parked<'_>,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(read_model, tenant_id = %p.tenant_id, offset = p.message.offset, error = %p.error, "event parked");
+    sqlx::query(&format!(
+        "INSERT INTO {schema}._parked (tenant_id, topic, partition, kafka_offset, event_id, event_type, message, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(&p.tenant_id)
+    .bind(topic)
+    .bind(p.message.partition)
+    .bind(p.message.offset)
+    .bind(&p.event_id)
+    .bind(&p.event_type)
+    .bind(&p.message.payload)
+    .bind(&p.error)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Advances the stored next offsets (never backwards).

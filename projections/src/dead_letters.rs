@@ -56,6 +56,16 @@ pub async fn list(pool: &PgPool, name: &str, tenant: Option<&str>) -> Result<Vec
     Ok(rows)
 }
 
+/// How many events read model `name` holds parked.
+pub async fn count(pool: &PgPool, name: &str) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('keel.scope', 'platform', true)").execute(&mut *tx).await?;
+    let parked =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {}._parked", live_schema(name))).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(parked)
+}
+
 /// Discards one parked event for good (an operator decided it can never apply).
 /// Events held behind it stay parked until retried. Returns whether it existed.
 pub async fn discard(pool: &PgPool, name: &str, id: i64) -> Result<bool, sqlx::Error> {

@@ -30,6 +30,10 @@ impl ConsumerSettings {
             .set("socket.timeout.ms", "10000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("enable.partition.eof", "false");
+        // `KEEL_KAFKA_*` (TLS, SASL, …) last, so an operator's setting wins; values are never logged.
+        for (name, value) in keel_domain::kafka_settings::from_env_vars(std::env::vars()) {
+            config.set(name, value);
+        }
         config
     }
 }

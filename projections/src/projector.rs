@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
-use crate::batch::{BatchOutcome, Message, apply_batch, store_offsets};
+use crate::batch::{BatchOutcome, Message, apply_batch, park_refused, store_offsets};
 use crate::kafka::{ClosedOffThread, ConsumerSettings};
 use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 
@@ -22,6 +22,8 @@ const LINGER: Duration = Duration::from_millis(1);
 /// stored (their loss only re-reads events that change nothing). This bounds the extra
 /// wait of a read-your-writes query while other aggregates' events flow.
 const IGNORED_FLUSH: Duration = Duration::from_millis(50);
+/// After failing this long without progress the projector logs errors, not warnings.
+const LOUD_AFTER: Duration = Duration::from_secs(10);
 
 /// What a projector reports about itself.
 #[derive(Debug, Default)]
@@ -32,6 +34,28 @@ pub struct ProjectorStatus {
     pub applied: AtomicU64,
     /// Events parked since start.
     pub parked: AtomicU64,
+    /// Since when applying has been failing without progress (Unix ms; 0: it is not).
+    failing_since_ms: AtomicI64,
+}
+
+impl ProjectorStatus {
+    /// Since when applying has been failing (retrying) without progress, if it is.
+    pub fn failing_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let ms = self.failing_since_ms.load(Ordering::Relaxed);
+        (ms != 0).then(|| chrono::DateTime::from_timestamp_millis(ms)).flatten()
+    }
+
+    /// Records a failure; returns how long the streak has lasted.
+    fn failed(&self) -> Duration {
+        let now = chrono::Utc::now();
+        let _ = self.failing_since_ms.compare_exchange(0, now.timestamp_millis(), Ordering::Relaxed, Ordering::Relaxed);
+        self.failing_since().and_then(|since| (now - since).to_std().ok()).unwrap_or_default()
+    }
+
+    /// Records progress: a failure streak, if any, ends.
+    fn progressed(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
 }
 
 /// A projector for read model `R`.
@@ -111,18 +135,7 @@ impl<R: ReadModel> Projector<R> {
                     continue;
                 }
             }
-            let outcome = loop {
-                match self.apply(&batch, &ignored).await {
-                    Ok(outcome) => break outcome,
-                    Err(err) => {
-                        tracing::warn!(read_model = self.model.name(), error = %err, "batch failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                            _ = shutdown.changed() => return Ok(()),
-                        }
-                    }
-                }
-            };
+            let Some(outcome) = self.apply_or_park(&batch, &ignored, shutdown).await else { return Ok(()) };
             self.status.applied.fetch_add(outcome.applied as u64, Ordering::Relaxed);
             self.status.parked.fetch_add(outcome.parked as u64, Ordering::Relaxed);
             let mut hint = std::mem::take(&mut ignored);
@@ -143,6 +156,76 @@ impl<R: ReadModel> Projector<R> {
         })
     }
 
+    /// Applies `batch` (and stores `ignored`), retrying failures that may pass (the
+    /// database away) every 200 ms, and parking what the read model refuses for good
+    /// (a constraint, a value it cannot store): a refused batch is applied message by
+    /// message, and each refused message is parked like a poison event. `None` if
+    /// shutdown fired meanwhile.
+    async fn apply_or_park(
+        &self,
+        batch: &[Message],
+        ignored: &BTreeMap<i32, i64>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<BatchOutcome> {
+        let name = self.model.name();
+        loop {
+            let error = match self.apply(batch, ignored).await {
+                Ok(outcome) => {
+                    self.status.progressed();
+                    return Some(outcome);
+                }
+                Err(err) if is_refusal(&err) && batch.len() > 1 => {
+                    tracing::warn!(read_model = name, error = %err, "batch refused; applying it message by message");
+                    let mut total = BatchOutcome::default();
+                    for message in batch {
+                        total.merge(
+                            Box::pin(self.apply_or_park(std::slice::from_ref(message), ignored, shutdown)).await?,
+                        );
+                    }
+                    return Some(total);
+                }
+                Err(err) if is_refusal(&err) => match self.park(&batch[0], ignored, err.to_string()).await {
+                    Ok(outcome) => {
+                        self.status.progressed();
+                        return Some(outcome);
+                    }
+                    Err(err) => err,
+                },
+                Err(err) => err,
+            };
+            let failing_for = self.status.failed();
+            if failing_for >= LOUD_AFTER {
+                let failing_for_s = failing_for.as_secs();
+                tracing::error!(read_model = name, error = %error, failing_for_s, "projector stalled; retrying");
+            } else {
+                tracing::warn!(read_model = name, error = %error, "batch failed; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+
+    /// Parks `message`, which the read model refuses for good (`error`), and stores `ignored`.
+    async fn park(
+        &self,
+        message: &Message,
+        ignored: &BTreeMap<i32, i64>,
+        error: String,
+    ) -> Result<BatchOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(swap_lock_key(self.model.name()))
+            .execute(&mut *tx)
+            .await?;
+        let schema = live_schema(self.model.name());
+        let outcome = park_refused(&mut tx, self.model.as_ref(), &schema, &self.topic, message, error).await?;
+        store_offsets(&mut tx, &schema, &self.topic, ignored).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     /// Applies `batch` and stores the offsets of earlier ignored batches, in one transaction.
     async fn apply(&self, batch: &[Message], ignored: &BTreeMap<i32, i64>) -> Result<BatchOutcome, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -155,6 +238,18 @@ impl<R: ReadModel> Projector<R> {
         store_offsets(&mut tx, &schema, &self.topic, ignored).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+}
+
+/// Whether the database refused the batch for good: the same batch would be refused
+/// again (bad data for a constraint or a column), as opposed to a failure that may
+/// pass (connection, conflict, lock, resources, shutdown).
+fn is_refusal(err: &sqlx::Error) -> bool {
+    match err {
+        // Class 22: data exception; class 23: integrity constraint violation.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
     }
 }
 

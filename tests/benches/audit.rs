@@ -43,7 +43,7 @@ use keel_gateway::offline::audit_verify::{self, VerifyReport};
 use keel_gateway::offline::event_log::LogSource;
 use keel_gateway::rest::audit::{CSV_HEADER, csv_row};
 use keel_tests::TestEnv;
-use keel_tests::bench::Keel;
+use keel_tests::bench::{Better, Keel, figure};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -473,6 +473,7 @@ async fn verify_benchmark(events: u64, chains: u64) {
         if reset { "" } else { " (peak since start: clear_refs refused)" },
     );
     assert!(report.broken.is_none() && report.records == trail.records(), "the generated log verifies");
+    figure("audit.verify_log_events_per_s", lines as f64 / elapsed, "events/s", Better::Higher);
     assert_eq!(report.checkpoints, checkpoints.len() as u64, "every checkpoint checked");
     std::fs::remove_file(&log).expect("remove the log export");
 
@@ -509,6 +510,7 @@ async fn verify_benchmark(events: u64, chains: u64) {
         if reset { "" } else { " (peak since start: clear_refs refused)" },
     );
     assert!(report.broken.is_none() && report.records == trail.records(), "the generated CSV verifies");
+    figure("audit.verify_csv_rows_per_s", report.records as f64 / elapsed, "rows/s", Better::Higher);
     std::fs::remove_file(&csv).expect("remove the CSV export");
 }
 
@@ -620,6 +622,9 @@ async fn export(keel: &Keel, token: &str, rows: i64) {
         if reset { " (VmHWM reset before it)" } else { " (VmHWM since start: clear_refs refused)" },
     );
     assert_eq!(exported, rows as u64, "every row exported");
+    // The last (largest) export's figures are the ones the closing table shows.
+    figure("audit.export_rows_per_s", exported as f64 / elapsed, "rows/s", Better::Higher);
+    figure("audit.export_peak_mib", peak, "MiB", Better::Lower);
 }
 
 async fn export_benchmark(sizes: &[i64], chains: i64) {

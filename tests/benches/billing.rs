@@ -34,7 +34,7 @@ use keel_gateway::proto::billing_service_client::BillingServiceClient;
 use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_gateway::proto::{IssueApiKeyRequest, ProvisionTenantRequest, RegisterAppRequest, UsageEvent};
 use keel_tests::TestEnv;
-use keel_tests::bench::{Keel, authed, ms, percentile};
+use keel_tests::bench::{Better, Keel, authed, figure, millis, ms, percentile};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
@@ -221,6 +221,7 @@ async fn rest_phase(load: &Arc<Load>, prefix: &str, clients: usize, seconds: u64
         acked.rejected,
     );
     println!("  cpu: {usage}");
+    figure("billing.rest_events_per_s", acked.events as f64 / elapsed, "events/s", Better::Higher);
     acked
 }
 
@@ -310,6 +311,7 @@ async fn grpc_phase(load: &Arc<Load>, prefix: &str, streams: usize, seconds: u64
         acked.rejected,
     );
     println!("  cpu: {usage}");
+    figure("billing.grpc_events_per_s", acked.events as f64 / elapsed, "events/s", Better::Higher);
     acked
 }
 
@@ -517,6 +519,9 @@ async fn latency_phase(
         .collect();
     println!("  p50 from send by second of sending (s): {}", trend.join(", "));
     println!("  cpu: {usage}");
+    if rate == 10_000 {
+        figure("billing.ledger_p99_at_10k_ms", millis(percentile(&from_send, 0.99)), "ms", Better::Lower);
+    }
     acked
 }
 

@@ -16,7 +16,7 @@ use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_gateway::proto::{
     DefineFlagRequest, IssueApiKeyRequest, ProvisionTenantRequest, RegisterAppRequest, SetTenantFlagRequest,
 };
-use keel_tests::bench::{Keel, authed, ms, percentile};
+use keel_tests::bench::{Better, Keel, authed, figure, millis, ms, percentile};
 use keel_tests::{TestEnv, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -196,8 +196,10 @@ async fn main() {
 
     println!("flag delivery, {} s per phase, keel and the load generator on this machine", seconds());
     let connections = 64;
-    phase("bulk evaluations (5 flags, 200)", port, connections, bulk_request(&key, &tenant, None), 200).await;
-    phase(
+    let rate =
+        phase("bulk evaluations (5 flags, 200)", port, connections, bulk_request(&key, &tenant, None), 200).await;
+    figure("flags.ofrep_bulk_per_s", rate, "evaluations/s", Better::Higher);
+    let rate = phase(
         "bulk evaluations with If-None-Match (304)",
         port,
         connections,
@@ -205,6 +207,7 @@ async fn main() {
         304,
     )
     .await;
+    figure("flags.ofrep_304_per_s", rate, "answers/s", Better::Higher);
 
     // 1,000 SSE streams: memory held, and a change's time to reach each of them.
     let streams = 1_000;
@@ -237,6 +240,7 @@ async fn main() {
         "{streams} open SSE streams: keel's resident memory {before:.1} MiB -> {after:.1} MiB = {:.1} MiB per 1,000 streams",
         (after - before) * 1000.0 / streams as f64
     );
+    figure("flags.sse_memory_mib_per_1000", (after - before) * 1000.0 / streams as f64, "MiB", Better::Lower);
     let mut latencies = Vec::new();
     for i in 0..30 {
         let sent = Instant::now();
@@ -260,6 +264,7 @@ async fn main() {
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().expect("deliveries")),
     );
+    figure("flags.sse_fanout_p99_ms", millis(percentile(&latencies, 0.99)), "ms", Better::Lower);
     println!("keel peak resident memory: {:.1} MiB", keel.peak_rss_mib());
     for reader in readers {
         reader.abort();

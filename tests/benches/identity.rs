@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use keel_gateway::proto::ProvisionTenantRequest;
 use keel_gateway::proto::tenant_service_client::TenantServiceClient;
 use keel_tests::TestEnv;
-use keel_tests::bench::{Keel, authed, ms, percentile};
+use keel_tests::bench::{Better, Keel, authed, figure, millis, ms, percentile};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -158,10 +158,13 @@ async fn main() {
     .await;
     let login_rate = report(&format!("password logins ({} clients)", 4 * cores), &mut latencies, elapsed);
     println!("logins : raw hashes = {:.2} (goal ≥ 0.85)", login_rate / hash_rate);
+    figure("identity.logins_to_hashes", login_rate / hash_rate, "ratio", Better::Higher);
 
     // Logins, open loop: at 80% of the raw hash rate (the goal's load), and at 80% of the
     // login rate just measured (a load this machine sustains).
-    for (label, target) in [("the raw hash rate", hash_rate * 0.8), ("the measured login rate", login_rate * 0.8)] {
+    for (phase, (label, target)) in
+        [("the raw hash rate", hash_rate * 0.8), ("the measured login rate", login_rate * 0.8)].into_iter().enumerate()
+    {
         let target = target.max(1.0);
         let started = Instant::now();
         let mut latencies = open_loop(target, {
@@ -176,6 +179,9 @@ async fn main() {
         .await;
         let elapsed = started.elapsed();
         report(&format!("password logins at 80% of {label} ({target:.0}/s offered)"), &mut latencies, elapsed);
+        if phase == 0 {
+            figure("identity.login_p99_at_80pct_ms", millis(percentile(&latencies, 0.99)), "ms", Better::Lower);
+        }
     }
 
     // Refresh grants: 64 sessions, each rotating its own refresh token.
@@ -196,7 +202,8 @@ async fn main() {
         }
     })
     .await;
-    report("refresh grants (64 sessions)", &mut latencies, elapsed);
+    let rate = report("refresh grants (64 sessions)", &mut latencies, elapsed);
+    figure("identity.refresh_per_s", rate, "grants/s", Better::Higher);
 
     // Introspection of access tokens: 64 clients, 64 tokens.
     let mut tokens = Vec::new();
@@ -217,6 +224,7 @@ async fn main() {
         }
     })
     .await;
-    report("introspections (64 clients)", &mut latencies, elapsed);
+    let rate = report("introspections (64 clients)", &mut latencies, elapsed);
+    figure("identity.introspection_per_s", rate, "introspections/s", Better::Higher);
     println!("keel process peak memory (VmHWM): {:.1} MiB", keel.peak_rss_mib());
 }

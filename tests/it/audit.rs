@@ -110,8 +110,15 @@ async fn commands_and_refusals_are_in_a_verifiable_signed_trail_that_catches_tam
         (Some("tenant.plan_changed"), Some("pro"), Some("enterprise")),
         "previous values: {change}"
     );
-    let provision = items.iter().find(|i| i["record"]["action"] == "tenant.provision");
-    let provision = provision.expect("provisioning is in the platform's chain");
+    // Provisioning is filed in the new tenant's own chain, so an auditor filtering by
+    // the tenant sees its creation (what it changed comes from the same commit).
+    let own_items = own["items"].as_array().unwrap();
+    let provision = own_items.iter().find(|i| i["record"]["action"] == "tenant.provision");
+    let provision = provision.expect("the tenant's creation is in its own trail");
+    assert!(
+        provision["record"]["metadata"]["changes"].as_array().is_some_and(|c| !c.is_empty()),
+        "what provisioning changed: {provision}"
+    );
     assert_eq!(provision["record"]["outcome"], "success");
     assert_eq!(provision["record"]["actor_type"], "operator");
     assert!(provision["record"]["metadata"]["client_address"].as_str().is_some_and(|a| a == "127.0.0.1"));
@@ -270,4 +277,102 @@ async fn every_grpc_method_refused_is_in_the_trail() {
         );
     }
     keel.stop().await;
+}
+
+/// A change and its audit record commit together: when the record cannot be written,
+/// the command fails and changes nothing; once it can, the same command succeeds.
+#[tokio::test]
+async fn a_command_whose_audit_record_cannot_commit_changes_nothing() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let operator = env.operator_token().await;
+    let mut tenants = tenant_client(keel.grpc_addr).await;
+    let tenant = provision(&mut tenants, &operator, &domain("audtx")).await.tenant_id;
+    let owner = env.owner_pool().await;
+    // The tenant's chain head refuses to move (new rows and updates are checked).
+    sqlx::query(&format!("ALTER TABLE audit_chain_heads ADD CONSTRAINT frozen CHECK (chain <> '{tenant}') NOT VALID"))
+        .execute(&owner)
+        .await
+        .expect("freeze the chain");
+    let suspended = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'tenant.suspended'",
+        )
+        .bind(&tenant)
+        .fetch_one(&owner)
+        .await
+        .expect("count")
+    };
+    let request = SuspendTenantRequest { tenant_id: tenant.clone(), reason: "x".into(), idempotency_key: key() };
+    let refused = tenants.suspend_tenant(authed(request.clone(), &operator)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(suspended().await, 0, "no change without its record");
+
+    sqlx::query("ALTER TABLE audit_chain_heads DROP CONSTRAINT frozen").execute(&owner).await.expect("thaw");
+    tenants.suspend_tenant(authed(request, &operator)).await.expect("the retry succeeds");
+    assert_eq!(suspended().await, 1);
+    let records: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = 'audit' AND aggregate_id = $1
+         AND payload->'record'->>'action' = 'tenant.suspend' AND payload->'record'->>'outcome' = 'success'",
+    )
+    .bind(&tenant)
+    .fetch_all(&owner)
+    .await
+    .expect("records");
+    assert_eq!(records.len(), 1, "one record of the suspension: {records:?}");
+    let changes = &records[0]["record"]["metadata"]["changes"];
+    assert_eq!(changes[0]["event_type"], "tenant.suspended", "{changes}");
+}
+
+/// Concurrent writers of one chain (commands that change the tenant and refusals of it)
+/// and of the platform chain: the log the relay publishes still holds every chain in
+/// its order, so `keel audit verify` passes over it.
+#[tokio::test]
+async fn concurrent_writers_of_a_chain_publish_it_in_its_order() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let operator = env.operator_token().await;
+    let mut tenants = tenant_client(keel.grpc_addr).await;
+    let shared = provision(&mut tenants, &operator, &domain("audorder")).await.tenant_id;
+    let mut writers = Vec::new();
+    for w in 0..24 {
+        let (mut client, operator, shared, name) =
+            (tenants.clone(), operator.clone(), shared.clone(), domain("audord"));
+        writers.push(tokio::spawn(async move {
+            for i in 0..4 {
+                // Suspensions and reactivations race on one tenant: some succeed, some are
+                // refused (both are records on its chain); new tenants write other chains.
+                if (w + i) % 2 == 0 {
+                    let suspend =
+                        SuspendTenantRequest { tenant_id: shared.clone(), reason: "x".into(), idempotency_key: key() };
+                    let _ = client.suspend_tenant(authed(suspend, &operator)).await;
+                } else {
+                    let reactivate = ReactivateTenantRequest { tenant_id: shared.clone(), idempotency_key: key() };
+                    let _ = client.reactivate_tenant(authed(reactivate, &operator)).await;
+                }
+            }
+            provision(&mut client, &operator, &name).await.position
+        }));
+    }
+    let mut position = 0;
+    for writer in writers {
+        position = position.max(writer.await.expect("writer"));
+    }
+    env.platform_user("order@keel.example.com", PASSWORD, "auditor").await;
+    let (auditor, _) = Rest::new(keel.rest_addr).tokens("order@keel.example.com", PASSWORD, None).await;
+    let auditor = Caller::new(keel.rest_addr, &auditor);
+    let signed = eventually(Duration::from_secs(30), || async {
+        let (_, body) = auditor.get_json("/v1/audit/checkpoints", position).await;
+        body.as_array().is_some_and(|c| c.iter().any(|c| c["heads"].to_string().contains(&shared)))
+    })
+    .await;
+    assert!(signed, "a checkpoint signs the shared chain");
+    let dir = std::env::temp_dir().join(format!("keel-audit-order-{}", key()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, keys_body) = auditor.get_json("/v1/audit/keys", 0).await;
+    let keys = write(&dir, "keys.json", &keys_body.to_string());
+    let (ok, out, err) = keel_cli(&env, &["audit", "verify", "--keys", &keys]);
+    assert!(ok, "the log holds every chain in its order: {out} {err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["records"].as_u64().unwrap() >= 24 * 4, "{report}");
 }

@@ -16,7 +16,8 @@ const MESSAGES: i64 = 200;
 async fn a_consumer_resuming_inside_a_batch_gets_the_rest_of_it_and_the_high_watermark_is_the_end() {
     let env = TestEnv::new().await;
     // The relay's producer, sent at once: the messages travel in a few large batches.
-    let producer = keel_commands::kafka::producer(&env.brokers).expect("producer");
+    let producer =
+        keel_commands::kafka::producer(&env.brokers, keel_domain::limits::DEFAULT_MESSAGE_MAX_BYTES).expect("producer");
     let payloads: Vec<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
     let deliveries: Vec<_> = payloads
         .iter()

@@ -140,3 +140,31 @@ pub async fn drop_run(env: &TestEnv) {
         let _ = admin.delete_topics(&[env.topic.as_str(), billing.as_str()], &AdminOptions::new()).await;
     }
 }
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// A rate: more is better.
+    Higher,
+    /// A latency or a memory size: less is better.
+    Lower,
+}
+
+/// Records a figure for `make bench`'s closing table (`scripts/bench-table.py`, beside
+/// `tests/benches/baseline.tsv`): one line appended to the file `KEEL_BENCH_FIGURES`
+/// names, if it is set.
+pub fn figure(name: &str, value: f64, unit: &str, better: Better) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("KEEL_BENCH_FIGURES") else { return };
+    let better = match better {
+        Better::Higher => "higher",
+        Better::Lower => "lower",
+    };
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("the figures file");
+    writeln!(file, "{name}\t{value:.2}\t{unit}\t{better}").expect("write a figure");
+}
+
+/// Milliseconds as a number.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -15,6 +15,7 @@ use keel_domain::directory::UserRole;
 
 pub mod api_keys;
 mod error;
+pub mod refusals;
 pub mod tokens;
 
 pub use error::AuthError;
@@ -34,6 +35,7 @@ pub struct Authenticator {
     tokens: Arc<TokenService>,
     api_keys: Arc<ApiKeys>,
     audit: keel_commands::audit::AuditLog,
+    refusals: Arc<refusals::AnonymousRefusals>,
     cache: RwLock<HashMap<String, (Principal, Instant)>>,
 }
 
@@ -60,6 +62,11 @@ impl Authenticator {
         Self {
             api_keys: Arc::new(ApiKeys::new(pool.clone())),
             audit: keel_commands::audit::AuditLog::new(pool.clone()),
+            refusals: Arc::new(refusals::AnonymousRefusals::new(
+                keel_commands::audit::AuditLog::new(pool.clone()),
+                refusals::DEFAULT_WINDOW,
+                refusals::DEFAULT_MAX_KEYS,
+            )),
             pool,
             tokens,
             cache: RwLock::new(HashMap::new()),
@@ -69,6 +76,11 @@ impl Authenticator {
     /// The audit trail every authenticated (or refused) call is recorded in.
     pub fn audit(&self) -> &keel_commands::audit::AuditLog {
         &self.audit
+    }
+
+    /// Where refusals of unauthenticated requests go (coalesced, bounded, platform chain).
+    pub fn refusals(&self) -> &Arc<refusals::AnonymousRefusals> {
+        &self.refusals
     }
 
     /// The access tokens.

@@ -1,5 +1,6 @@
 //! The gRPC server's layers: the caller's address stamped into each request, and an
-//! audit record for every call refused before it reached a service.
+//! audit record for every call refused before it reached a service (coalesced and
+//! bounded for unauthenticated callers, see `auth::refusals`).
 
 use std::sync::Arc;
 
@@ -75,7 +76,10 @@ where
                 let principal = auth.authenticate(header).await.ok();
                 let correlation = correlation_id(&metadata);
                 let record = audit_input(&rpc, &metadata, &correlation, principal.as_ref(), None, Err(&refusal));
-                if let Err(err) = auth.audit().append(vec![record]).await {
+                if principal.is_none() {
+                    // Anyone can repeat these: coalesced and bounded.
+                    auth.refusals().record(record).await;
+                } else if let Err(err) = auth.audit().append(vec![record]).await {
                     tracing::error!(error = %err, rpc, "audit record of a refusal not written");
                 }
             }

@@ -5,6 +5,7 @@
 
 pub mod apps;
 pub mod billing;
+pub mod call_metrics;
 pub mod fields;
 pub mod flags;
 pub mod layers;
@@ -17,6 +18,7 @@ use tonic::{Response, Status};
 use tracing::Instrument;
 
 use keel_commands::bus::CommandContext;
+use keel_commands::command_scope::{self, Committed};
 use keel_domain::access::{Action, Principal, Target, authorize};
 use keel_domain::audit::{AuditInput, Outcome};
 use keel_domain::ids::TenantId;
@@ -66,7 +68,17 @@ fn audit_input(
         Some(Principal::TenantUser { tenant_id, .. }) => Some(tenant_id.to_string()),
         _ => None,
     };
-    let tenant_id = target.map(TenantId::to_string).or(own_tenant);
+    // An unauthenticated call is never filed under the tenant it names (ADR 0018): the
+    // platform chain, with the name as unverified context.
+    let tenant_id = match principal {
+        Some(_) => target.map(TenantId::to_string).or(own_tenant),
+        None => {
+            if let Some(claimed) = target {
+                context.insert(crate::auth::refusals::CLAIMED_TENANT_KEY.into(), claimed.to_string().into());
+            }
+            None
+        }
+    };
     let (actor_type, actor_id) = match principal {
         Some(p) => {
             let actor = p.actor();
@@ -98,7 +110,9 @@ fn audit_input(
 
 /// Authenticates, authorizes `action` on `target` and builds the command context; runs
 /// `body` in a span carrying the correlation id, which every answer echoes. Every call,
-/// accepted or refused, is recorded in the audit trail.
+/// accepted or refused, is recorded in the audit trail: a command's record commits in
+/// the same transaction as each change it appends (ADR 0016); a refusal, or a success
+/// that changed nothing, gets its record afterwards.
 pub async fn run<T, F, Fut>(
     auth: &Authenticator,
     rpc: &'static str,
@@ -115,7 +129,7 @@ where
     let correlation = correlation_id(metadata);
     let span = tracing::info_span!("command", rpc, correlation_id = %correlation);
     let mut caller = None;
-    let mut command = None;
+    let mut committed = Committed::default();
     let result = async {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
         let principal = auth.authenticate(header).await.map_err(|e| {
@@ -128,8 +142,9 @@ where
             denied_status(d)
         })?;
         let ctx = CommandContext::new(principal.actor(), correlation.clone(), idempotency_key.to_string());
-        command = Some(ctx.command_id);
-        let result = body(ctx, principal).await;
+        let record = audit_input(rpc, metadata, &correlation, Some(&principal), target, Ok(()));
+        let (result, appended) = command_scope::audited(record, body(ctx, principal)).await;
+        committed = appended;
         match &result {
             Ok(_) => tracing::info!("command accepted"),
             Err(s) => tracing::info!(code = ?s.code(), "command refused"),
@@ -138,21 +153,14 @@ where
     }
     .instrument(span)
     .await;
-    let mut record = audit_input(rpc, metadata, &correlation, caller.as_ref(), target, result.as_ref().map(|_| ()));
-    if result.is_ok()
-        && let Some(command) = command
-    {
-        // What the command changed, previous values included where its events carry them.
-        match auth.audit().changes_of(command).await {
-            Ok(changes) if !changes.is_empty() => {
-                record.metadata.insert("changes".into(), serde_json::Value::Array(changes));
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "the command's events could not be read for its audit record"),
+    if result.is_err() || committed.audited_appends == 0 {
+        let record = audit_input(rpc, metadata, &correlation, caller.as_ref(), target, result.as_ref().map(|_| ()));
+        if caller.is_none() {
+            // Unauthenticated: coalesced and bounded, on the platform chain (ADR 0018).
+            auth.refusals().record(record).await;
+        } else if let Err(err) = auth.audit().append(vec![record]).await {
+            tracing::error!(error = %err, rpc, "audit record not written");
         }
-    }
-    if let Err(err) = auth.audit().append(vec![record]).await {
-        tracing::error!(error = %err, rpc, "audit record not written");
     }
     let value = correlation.parse().ok();
     let audited = tonic::metadata::MetadataValue::from_static("1");

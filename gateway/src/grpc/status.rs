@@ -21,8 +21,16 @@ pub fn status(err: &CommandError) -> tonic::Status {
         Failure::Unavailable => Code::Unavailable,
         Failure::Internal => Code::Internal,
     };
-    with_code(tonic::Status::new(code, err.message.clone()), &err.code)
+    let mut status = with_code(tonic::Status::new(code, err.message.clone()), &err.code);
+    if code == Code::Unavailable {
+        // When to retry, like REST's `Retry-After`.
+        status.metadata_mut().insert(RETRY_AFTER_KEY, tonic::metadata::MetadataValue::from(1u32));
+    }
+    status
 }
+
+/// The metadata key of an UNAVAILABLE answer telling when to retry (seconds).
+pub const RETRY_AFTER_KEY: &str = "retry-after";
 
 /// The gRPC status for an authentication failure.
 pub fn auth_status(err: AuthError) -> tonic::Status {

@@ -218,6 +218,9 @@ where
         .set("fetch.max.bytes", "104857600")
         .set("socket.timeout.ms", "10000")
         .set("reconnect.backoff.max.ms", "1000");
+    for (name, value) in keel_domain::kafka_settings::from_env_vars(std::env::vars()) {
+        config.set(name, value);
+    }
     let consumer: StreamConsumer = config.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     let partitions: Vec<i32> = metadata

@@ -17,6 +17,7 @@ use keel_commands::audit::AppRecord;
 use keel_domain::access::{Action, Principal, Target};
 use keel_domain::audit::{AuditInput, Outcome};
 use keel_domain::ids::TenantId;
+use keel_domain::limits;
 use keel_projections::audit_trail::{self, AuditFilter, ListedRecord};
 use keel_projections::tenant_registry::Scope;
 
@@ -345,7 +346,7 @@ pub struct AppAuditEvent {
     pub resource_id: String,
     /// `success` or `failure`.
     pub outcome: Outcome,
-    /// Why it failed, for failures.
+    /// Why it failed, for failures (at most 2,000 characters).
     pub reason: Option<String>,
     /// The client's IP address.
     pub client_address: Option<String>,
@@ -386,7 +387,11 @@ fn app_record(app_id: &str, raw: &Value) -> Result<AppRecord, Problem> {
         }
         metadata.insert("client_address".into(), address.into());
     }
-    if Value::Object(metadata.clone()).to_string().len() > 8192 {
+    if event.reason.as_deref().is_some_and(|r| !limits::text_fits(r)) {
+        let detail = format!("reason must be at most {} characters", limits::MAX_TEXT_CHARS);
+        return Err(Problem::bad_request("invalid_reason", detail));
+    }
+    if Value::Object(metadata.clone()).to_string().len() > limits::MAX_METADATA_BYTES {
         return Err(bad("invalid_metadata", "metadata must be at most 8 KiB"));
     }
     Ok(AppRecord {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use keel_commands::bus::CommandContext;
 use keel_commands::sessions::{LoginError, RefreshError, SessionGrant};
+use keel_commands::users::ResetError;
 use keel_domain::envelope::Actor;
 use keel_domain::session::RevokeReason;
 
@@ -64,6 +65,7 @@ pub fn openapi(doc: &mut ApiDoc) {
                     ("401", "invalid_credentials"),
                     ("403", "tenant_suspended or user_disabled"),
                     ("429", "too_many_attempts (Retry-After)"),
+                    ("503", "overloaded: too many sign-ins at once (Retry-After)"),
                 ],
             ),
         ),
@@ -100,7 +102,12 @@ pub fn openapi(doc: &mut ApiDoc) {
         ),
         (
             "/v1/auth/password-reset",
-            auth_post("Ask for a password reset; 202 whether or not the account exists", "ResetRequest", None, &[]),
+            auth_post(
+                "Ask for a password reset; 202 whether or not the account exists",
+                "ResetRequest",
+                None,
+                &[("429", "too_many_attempts: too many requests for the account or from the address (Retry-After)")],
+            ),
         ),
         (
             "/v1/auth/password-reset/confirm",
@@ -301,7 +308,8 @@ async fn login(
             let problem = login_problem(err);
             // Who tried is not known (and a refusal never tells whether the account exists).
             let record = login_record(&correlation, client, agent, None, ("anonymous", ""), Some(&problem.code));
-            audit_login(&state, record).await;
+            // Anyone can repeat a refused sign-in: coalesced and bounded, on the platform chain.
+            state.auth.refusals().record(record).await;
             Err(problem)
         }
     }
@@ -369,6 +377,7 @@ fn login_problem(err: LoginError) -> Problem {
             ..Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", err.to_string())
         },
         LoginError::Unavailable => Problem::unavailable("unavailable", err.to_string(), 1),
+        LoginError::Busy { retry_after } => Problem::unavailable("overloaded", err.to_string(), retry_after),
     }
 }
 
@@ -459,13 +468,28 @@ async fn accept_invitation(
 
 async fn request_reset(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(CorrelationId(correlation)): Extension<CorrelationId>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let req: ResetRequest = parse(&body)?;
+    if req.email.len() > 254 || req.tenant.as_ref().is_some_and(|t| t.len() > 253) {
+        return Err(Problem::bad_request("invalid_body", "the e-mail or tenant is too long"));
+    }
+    let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);
     let ctx = CommandContext::new(Actor::system("password_reset"), correlation, uuid::Uuid::now_v7().to_string());
     // The same answer whether or not the account exists.
-    state.users.request_password_reset(&ctx, req.tenant.as_deref(), &req.email).await?;
+    match state.users.request_password_reset(&ctx, Some(client), req.tenant.as_deref(), &req.email).await {
+        Ok(()) => {}
+        Err(ResetError::Command(err)) => return Err(err.into()),
+        Err(err @ ResetError::Throttled { retry_after }) => {
+            return Err(Problem {
+                retry_after: Some(retry_after.min(u64::from(u32::MAX)) as u32),
+                ..Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", err.to_string())
+            });
+        }
+    }
     let body = serde_json::json!({ "status": "accepted", "detail": "if the account exists, a reset link was sent" });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

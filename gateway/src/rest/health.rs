@@ -1,5 +1,5 @@
-//! REST `/healthz` and `/readyz`: liveness, and readiness (Postgres and Kafka answer
-//! and the relay runs).
+//! REST `/healthz` and `/readyz`: liveness, and readiness (`ready.rs`: Postgres
+//! answers and neither the relay nor a projector is stalled; the broker is reported).
 
 use axum::Json;
 use axum::extract::State;
@@ -27,7 +27,7 @@ pub fn openapi(doc: &mut ApiDoc) {
     doc.operation(
         "/readyz",
         "get",
-        json!({ "summary": "Readiness: Postgres and Kafka answer and the relay runs", "security": [],
+        json!({ "summary": "Readiness: Postgres answers and neither the relay nor a projector is stalled (the broker is reported, not gating)", "security": [],
         "responses": { "200": { "description": "Ready" }, "503": { "description": "Not ready" } } }),
     );
 }

@@ -12,6 +12,9 @@ pub mod extract;
 pub mod flag_cache;
 pub mod flags;
 pub mod health;
+pub mod health_system;
+pub mod limits;
+pub mod metrics;
 pub mod ofrep;
 pub mod openapi;
 pub mod pagination;
@@ -45,8 +48,10 @@ const OPENAPI_PATH: &str = "/v1/openapi.json";
 type Resource = (fn() -> Routes, fn(&mut ApiDoc));
 
 /// Every resource.
-const RESOURCES: [Resource; 8] = [
+const RESOURCES: [Resource; 10] = [
     (health::routes, health::openapi),
+    (metrics::routes, metrics::openapi),
+    (health_system::routes, health_system::openapi),
     (auth::routes, auth::openapi),
     (tenants::routes, tenants::openapi),
     (flags::routes, flags::openapi),
@@ -58,6 +63,8 @@ const RESOURCES: [Resource; 8] = [
 
 /// The REST router.
 pub fn router(state: AppState) -> Router {
+    // `start` refuses settings without valid limits.
+    let body_limit = state.settings.limits().unwrap_or_default().request_body_bytes();
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(document()) }))
         .merge(health::routes())
@@ -67,10 +74,16 @@ pub fn router(state: AppState) -> Router {
         .merge(routing::routes())
         .merge(billing::routes())
         .merge(audit::routes())
+        .merge(health_system::routes())
+        .merge(metrics::routes())
         .fallback(|| async { Problem::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(limits::too_large_as_problem))
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
         .merge(ofrep::routes())
+        // Outermost, on every route (each knows its template then) and the fallback.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .with_state(state)
 }
 

@@ -1,80 +1,225 @@
-//! Readiness: Postgres answers, Kafka answers, and the relay runs; each registered
-//! read model's projector is reported beside them.
+//! Readiness (ADR 0017): what `/readyz` answers, from a probe that runs in the
+//! background (a call never waits on the broker).
+//!
+//! What gates it: Postgres answers, the relay is not stalled, and no projector of this
+//! process is stalled. The broker is reported but does not gate: commands need only
+//! Postgres, so a gateway stays in the load balancer while the broker is away (and a
+//! relay or projector held up by that outage does not gate either).
+//!
+//! The relay is stalled when committed events wait while the relay's checkpoint has
+//! not moved for `KEEL_STALL_SECONDS` (seen from the database, so it holds whichever
+//! process runs the relay, and whatever holds it back: a refused message, a
+//! transaction left open); a projector is stalled when applying has failed for that long.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use keel_commands::relay::RelayStatus;
 use keel_projections::registry::ProjectorStatuses;
 
+use crate::config::Settings;
+
 /// What /readyz reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
-    /// Postgres answered `SELECT 1`.
+    /// Whether the process is ready (what the HTTP status says).
+    pub ready: bool,
+    /// Postgres answered `SELECT 1` at the last probe.
     pub postgres: bool,
-    /// The broker answered a metadata request.
-    pub kafka: bool,
-    /// The relay task is running (as leader or standby).
-    pub relay: bool,
-    /// Whether each read model's projector loop is running, by name (not part of
-    /// `ready`: a process may run without projectors).
-    pub projectors: BTreeMap<&'static str, bool>,
+    /// The broker answered a metadata request at the last probe (reported, not gating).
+    pub broker: bool,
+    /// The relay.
+    pub relay: RelayReadiness,
+    /// Each read model's projector in this process, by name.
+    pub projectors: BTreeMap<&'static str, ProjectorReadiness>,
+    /// Why the process is not ready (empty when it is).
+    pub reasons: Vec<String>,
 }
 
-impl Readiness {
-    /// All three.
-    pub fn ready(&self) -> bool {
-        self.postgres && self.kafka && self.relay
-    }
+/// The relay, as readiness sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayReadiness {
+    /// The relay task runs in this process (as leader or standby).
+    pub running: bool,
+    /// This process holds the relay lock.
+    pub leader: bool,
+    /// Committed events not published yet, at the last probe (capped at 10,000).
+    pub pending: i64,
+    /// How long events have waited without the checkpoint moving, if they do.
+    pub stalled_seconds: Option<u64>,
+    /// Events this process's relay parked since start (refused by the broker for good).
+    pub parked: u64,
 }
 
-/// Checks the dependencies.
+/// A projector, as readiness sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectorReadiness {
+    /// Its consumer loop runs in this process.
+    pub running: bool,
+    /// How long applying has been failing, if it is.
+    pub stalled_seconds: Option<u64>,
+    /// Events it parked since start.
+    pub parked: u64,
+}
+
+/// The last probe's findings.
+#[derive(Debug, Clone, Default)]
+struct Probe {
+    /// A probe has completed.
+    done: bool,
+    postgres: bool,
+    broker: bool,
+    pending: i64,
+    /// When events started waiting without the checkpoint moving.
+    waiting_since: Option<Instant>,
+}
+
+/// Checks the dependencies in the background and answers from the last probe.
 pub struct ReadyCheck {
     pool: PgPool,
     kafka: Arc<BaseConsumer>,
+    topic: String,
     relay: Arc<RelayStatus>,
     projectors: ProjectorStatuses,
+    stall_after: Duration,
+    every: Duration,
+    probe: Mutex<Probe>,
 }
 
 impl ReadyCheck {
-    /// A check of `pool`, the brokers, `relay` and the `projectors`.
+    /// A check of `pool`, the brokers and the relay's backlog on the events topic (as
+    /// `settings` say), `relay` and the `projectors`. Call [`ReadyCheck::probe_forever`].
     pub fn new(
         pool: PgPool,
-        brokers: &str,
+        settings: &Settings,
         relay: Arc<RelayStatus>,
         projectors: ProjectorStatuses,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let kafka: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let kafka: BaseConsumer = keel_commands::kafka::client_config(&settings.kafka_brokers)
             .set("socket.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
             .create()?;
-        Ok(Self { pool, kafka: Arc::new(kafka), relay, projectors })
+        Ok(Self {
+            pool,
+            kafka: Arc::new(kafka),
+            topic: settings.events_topic.clone(),
+            relay,
+            projectors,
+            stall_after: Duration::from_secs(settings.stall_seconds),
+            every: Duration::from_millis(settings.ready_probe_ms.max(100)),
+            probe: Mutex::new(Probe::default()),
+        })
     }
 
-    /// Runs the checks (each bounded to two seconds).
-    pub async fn check(&self) -> Readiness {
-        let postgres = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let kafka = {
-            let consumer = self.kafka.clone();
-            tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+    /// Probes now, then every interval, until `shutdown` fires.
+    pub async fn probe_forever(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_position = None;
+        let mut moved_at = Instant::now();
+        loop {
+            let postgres = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&self.pool))
                 .await
-                .unwrap_or(false)
-        };
-        Readiness {
-            postgres,
-            kafka,
-            relay: self.relay.alive.load(Ordering::Relaxed),
-            projectors: self.projectors.running(),
+                .is_ok_and(|r| r.is_ok());
+            let consumer = self.kafka.clone();
+            let broker =
+                tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+                    .await
+                    .unwrap_or(false);
+            let backlog = tokio::time::timeout(
+                Duration::from_secs(2),
+                keel_commands::relay_status::backlog(&self.pool, &self.topic),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+            {
+                let mut probe = self.probe.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                probe.done = true;
+                probe.postgres = postgres;
+                probe.broker = broker;
+                if let Some(backlog) = backlog {
+                    let now = Instant::now();
+                    if last_position != Some(backlog.published_position) {
+                        last_position = Some(backlog.published_position);
+                        moved_at = now;
+                    }
+                    probe.pending = backlog.pending;
+                    probe.waiting_since = match (backlog.pending, probe.waiting_since) {
+                        (0, _) => None,
+                        (_, None) => Some(now),
+                        (_, Some(since)) => Some(since.max(moved_at)),
+                    };
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
         }
+    }
+
+    /// Readiness as of the last probe.
+    pub async fn check(&self) -> Readiness {
+        let probe = self.probe.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let now = chrono::Utc::now();
+        let mut reasons = Vec::new();
+        if !probe.done {
+            reasons.push("not probed yet".to_string());
+        } else if !probe.postgres {
+            reasons.push("postgres does not answer".to_string());
+        }
+        let relay_stalled = probe.waiting_since.map(|since| since.elapsed()).filter(|w| *w >= self.stall_after);
+        if let Some(waited) = relay_stalled
+            && probe.broker
+        {
+            reasons.push(format!(
+                "relay stalled: {} events wait and nothing was published for {} s",
+                probe.pending,
+                waited.as_secs()
+            ));
+        }
+        let mut projectors = BTreeMap::new();
+        for (name, status) in self.projectors.iter() {
+            let failing = status.failing_since().and_then(|since| (now - since).to_std().ok());
+            let stalled = failing.filter(|f| *f >= self.stall_after);
+            if let Some(failing) = stalled {
+                reasons.push(format!("projector {name} stalled: applying has failed for {} s", failing.as_secs()));
+            }
+            projectors.insert(
+                name,
+                ProjectorReadiness {
+                    running: status.running.load(Ordering::Relaxed),
+                    stalled_seconds: stalled.map(|s| s.as_secs()),
+                    parked: status.parked.load(Ordering::Relaxed),
+                },
+            );
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            postgres: probe.postgres,
+            broker: probe.broker,
+            relay: RelayReadiness {
+                running: self.relay.alive.load(Ordering::Relaxed),
+                leader: self.relay.leader.load(Ordering::Relaxed),
+                pending: probe.pending,
+                stalled_seconds: relay_stalled.map(|s| s.as_secs()),
+                parked: self.relay.parked.load(Ordering::Relaxed),
+            },
+            projectors,
+            reasons,
+        }
+    }
+}
+
+impl Readiness {
+    /// Whether the process is ready.
+    pub fn ready(&self) -> bool {
+        self.ready
     }
 }

@@ -8,6 +8,7 @@ use super::flag_cache::FlagCache;
 use super::ready::ReadyCheck;
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 
 /// What every REST handler can reach.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct AppState {
     pub routing: Arc<keel_commands::routing::RoutingCommands>,
     /// Usage recording.
     pub billing: Arc<keel_commands::billing::BillingCommands>,
+    /// Request metrics, and the probes `/metrics` and the system health API read.
+    pub metrics: Arc<Metrics>,
     /// Fires when the process stops (ends open event streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

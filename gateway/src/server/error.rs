@@ -18,6 +18,9 @@ pub enum StartError {
     /// The mailer could not be set up.
     #[error("mail: {0}")]
     Mail(keel_commands::mail::MailError),
+    /// A setting is out of range.
+    #[error("settings: {0}")]
+    Limits(#[from] keel_domain::limits::MessageLimitTooSmall),
     /// The database has not been migrated (a read model's schema is missing).
     #[error("read model {0} has no schema yet: run `keel migrate` first")]
     NotMigrated(&'static str),

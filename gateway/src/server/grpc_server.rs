@@ -2,6 +2,7 @@
 //! listing `keel.v1` and `grpc.health.v1`), gRPC-Web and CORS, until shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -13,11 +14,13 @@ use super::tasks::Tasks;
 use crate::config::Settings;
 use crate::grpc::apps::AppApi;
 use crate::grpc::billing::BillingApi;
+use crate::grpc::call_metrics::RecordCalls;
 use crate::grpc::flags::FlagApi;
 use crate::grpc::layers::{AuditRefusals, stamp_peer};
 use crate::grpc::routing::RoutingApi;
 use crate::grpc::tenants::TenantApi;
 use crate::grpc::users::UserApi;
+use crate::metrics::Metrics;
 use crate::proto::app_service_server::AppServiceServer;
 use crate::proto::billing_service_server::BillingServiceServer;
 use crate::proto::flag_service_server::FlagServiceServer;
@@ -30,6 +33,7 @@ pub async fn serve(
     settings: &Settings,
     pool: &PgPool,
     services: &Services,
+    metrics: &Arc<Metrics>,
     tasks: &mut Tasks,
 ) -> Result<SocketAddr, StartError> {
     let listener = TcpListener::bind(settings.grpc_addr).await?;
@@ -62,20 +66,24 @@ pub async fn serve(
     let billing_api = BillingApi::new(services.billing.clone(), auth.clone());
     let user_api = UserApi::new(services.users.clone(), services.sessions.clone(), auth.clone(), pool.clone());
     let refusals = AuditRefusals::new(auth.clone());
+    // A request carries at most what one broker message may (ADR 0017).
+    let max = settings.limits()?.grpc_message_bytes();
+    let record_calls = RecordCalls::new(metrics.clone());
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(record_calls)
             .layer(tower::util::MapRequestLayer::new(stamp_peer))
             .layer(refusals)
             .layer(cors())
             .layer(tonic_web::GrpcWebLayer::new())
-            .add_service(TenantServiceServer::new(tenant_api))
-            .add_service(UserServiceServer::new(user_api))
-            .add_service(AppServiceServer::new(app_api))
-            .add_service(FlagServiceServer::new(flag_api))
-            .add_service(RoutingServiceServer::new(routing_api))
-            .add_service(BillingServiceServer::new(billing_api))
+            .add_service(TenantServiceServer::new(tenant_api).max_decoding_message_size(max))
+            .add_service(UserServiceServer::new(user_api).max_decoding_message_size(max))
+            .add_service(AppServiceServer::new(app_api).max_decoding_message_size(max))
+            .add_service(FlagServiceServer::new(flag_api).max_decoding_message_size(max))
+            .add_service(RoutingServiceServer::new(routing_api).max_decoding_message_size(max))
+            .add_service(BillingServiceServer::new(billing_api).max_decoding_message_size(max))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -33,6 +33,8 @@ use keel_projections::registry::ProjectorStatuses;
 
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::metrics::probes::Probes;
 use services::Services;
 use tasks::Tasks;
 
@@ -132,6 +134,7 @@ async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
 /// Starts a Keel process with `workers`.
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
+    keel_commands::limits::configure(settings.limits()?);
     let pool = connect(&settings).await?;
     check_migrated(&pool).await?;
     // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
@@ -149,8 +152,17 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     if workers.sweeper {
         workers::sweepers(&settings, &pool, &services, &mut tasks);
     }
-    rest_server::serve(rest_listener, &settings, &pool, &relay, &projectors, &services, &mut tasks).await?;
-    let grpc_addr = grpc_server::serve(&settings, &pool, &services, &mut tasks).await?;
+    let metrics = Arc::new(Metrics::new(Probes {
+        pool: pool.clone(),
+        pools: vec![("runtime", pool.clone()), ("workers", relaxed.clone())],
+        relay: relay.clone(),
+        projectors: projectors.clone(),
+        passwords: services.passwords.clone(),
+        mailer: services.mailer.clone(),
+        topic: settings.events_topic.clone(),
+    }));
+    rest_server::serve(rest_listener, &settings, &pool, &services, &metrics, &mut tasks).await?;
+    let grpc_addr = grpc_server::serve(&settings, &pool, &services, &metrics, &mut tasks).await?;
 
     tracing::info!(%rest_addr, %grpc_addr, brokers = %settings.kafka_brokers, "keel started");
     Ok(Running {

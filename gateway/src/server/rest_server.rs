@@ -6,28 +6,29 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use keel_commands::relay::RelayStatus;
-
 use super::error::StartError;
 use super::services::Services;
 use super::tasks::Tasks;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::rest::ready::ReadyCheck;
 use crate::rest::router;
 use crate::rest::state::AppState;
 
-/// Serves the REST API on `listener` (in a task).
+/// Serves the REST API on `listener` (in a task); readiness reads the relay and
+/// projectors through `metrics`' probes.
 pub async fn serve(
     listener: TcpListener,
     settings: &Arc<Settings>,
     pool: &PgPool,
-    relay: &Arc<RelayStatus>,
-    projectors: &keel_projections::registry::ProjectorStatuses,
     services: &Services,
+    metrics: &Arc<Metrics>,
     tasks: &mut Tasks,
 ) -> Result<(), StartError> {
+    let probes = &metrics.probes;
     let stream_key = Arc::new(keel_commands::secret::server_secret(pool, "ofrep_stream_token").await?);
-    let ready = Arc::new(ReadyCheck::new(pool.clone(), &settings.kafka_brokers, relay.clone(), projectors.clone())?);
+    let ready = Arc::new(ReadyCheck::new(pool.clone(), settings, probes.relay.clone(), probes.projectors.clone())?);
+    tasks.spawn(ready.clone().probe_forever(tasks.stop.clone()));
     let app = router(AppState {
         pool: pool.clone(),
         auth: services.auth.clone(),
@@ -39,6 +40,7 @@ pub async fn serve(
         stream_key,
         routing: services.routing.clone(),
         billing: services.billing.clone(),
+        metrics: metrics.clone(),
         shutdown: tasks.stop.clone(),
     });
     let mut stop = tasks.stop.clone();

@@ -46,6 +46,10 @@ pub struct Services {
     pub billing: Arc<BillingCommands>,
     /// Every tenant's flag snapshot, kept current.
     pub flag_cache: Arc<FlagCache>,
+    /// The password-hashing threads (users and sessions share them).
+    pub passwords: Passwords,
+    /// Outgoing mail.
+    pub mailer: Mailer,
 }
 
 impl Services {
@@ -57,13 +61,13 @@ impl Services {
         public_url: &str,
         tasks: &mut Tasks,
     ) -> Result<Self, StartError> {
-        let passwords = Passwords::per_core();
+        let passwords = Passwords::with_capacity(keel_commands::passwords::cores(), settings.hash_queue_capacity);
         let mailer = Mailer::new(&settings.mail_from, &settings.mail_transport()).map_err(StartError::Mail)?;
-        let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer), public_url));
+        let users = Arc::new(UserCommands::new(pool.clone(), passwords.clone(), Some(mailer.clone()), public_url));
         let sessions = Arc::new(
             Sessions::new(
                 pool.clone(),
-                passwords,
+                passwords.clone(),
                 chrono::Duration::hours(settings.session_ttl_hours.max(1)),
                 ThrottlePolicy::default(),
             )
@@ -81,6 +85,7 @@ impl Services {
         tasks.spawn(tokens.clone().run(tasks.stop.clone()));
         let tenants = Arc::new(TenantCommands::new(pool.clone()).inviting_owners(users.clone()));
         let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
+        tasks.spawn(auth.refusals().clone().run(tasks.stop.clone()));
         let apps = Arc::new(AppCommands::new(pool.clone()).await?);
         auth.api_keys().refresh().await?;
         tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
@@ -90,6 +95,19 @@ impl Services {
         let flag_cache = Arc::new(FlagCache::new(pool.clone()));
         flag_cache.reload().await?;
         tasks.spawn(flag_cache.clone().run(tasks.stop.clone()));
-        Ok(Self { users, sessions, tokens, tenants, auth, apps, routing, flags, billing, flag_cache })
+        Ok(Self {
+            users,
+            sessions,
+            tokens,
+            tenants,
+            auth,
+            apps,
+            routing,
+            flags,
+            billing,
+            flag_cache,
+            passwords,
+            mailer,
+        })
     }
 }

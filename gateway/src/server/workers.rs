@@ -20,6 +20,7 @@ pub fn relay(settings: &Settings, relaxed: &PgPool, run: bool, tasks: &mut Tasks
         let config = RelayConfig {
             topic: settings.events_topic.clone(),
             billing_topic: Some(settings.billing_topic.clone()),
+            max_message_bytes: settings.kafka_message_max_bytes,
             ..RelayConfig::default()
         };
         let relay = Relay::new(relaxed.clone(), settings.kafka_brokers.clone(), config, status.clone())
