@@ -17,15 +17,15 @@ use tokio::task::JoinSet;
 
 use crate::support::{domain, provision, tenant_client};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
 }
 
 /// A broker of this test's own, on `port`, advertised at `advertised`.
-struct PrivateBroker(Child);
+pub(crate) struct PrivateBroker(Child);
 
 impl PrivateBroker {
-    fn start(port: u16, advertised: u16) -> Self {
+    pub(crate) fn start(port: u16, advertised: u16) -> Self {
         let bin = std::env::var("KEEL_TANSU_BIN").expect("KEEL_TANSU_BIN is not set: run the tests with `make test`");
         let child = Command::new(bin)
             .args(["broker", "--cluster-id", "keel-it-outage"])

@@ -15,6 +15,7 @@ mod identity;
 mod interfaces;
 mod metrics;
 mod projector;
+mod projector_rejoin;
 mod relay_limits;
 mod replay;
 mod rest;
