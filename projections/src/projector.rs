@@ -407,7 +407,9 @@ mod tests {
         let status = ProjectorStatus::default();
         let published = HashMap::from([(0, 9)]);
         status.observe(Some(&published), &HashMap::from([(0, 5)]));
-        let since = status.waiting_since().expect("behind, and no earlier look to compare");
+        assert_eq!(status.waiting_since(), None, "the first look has nothing to compare with");
+        status.observe(Some(&published), &HashMap::from([(0, 5)]));
+        let since = status.waiting_since().expect("behind, and nothing moved");
         status.observe(Some(&published), &HashMap::from([(0, 5)]));
         assert_eq!(status.waiting_since(), Some(since), "the wait keeps its start while nothing moves");
         assert!(status.stalled_for(chrono::Utc::now()).is_some());
