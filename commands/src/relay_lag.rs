@@ -39,12 +39,17 @@ pub async fn relay_lag(pool: &PgPool, topic: &str) -> Result<RelayLag, sqlx::Err
     .bind(COUNT_CAP)
     .fetch_one(pool)
     .await?;
+    let published_offsets = published_offsets(pool, topic).await?;
+    Ok(RelayLag { events, seconds, published_offsets })
+}
+
+/// The last offset the relay published on `topic`, per partition (one small read).
+pub async fn published_offsets(pool: &PgPool, topic: &str) -> Result<HashMap<i32, i64>, sqlx::Error> {
     let offsets: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT offsets FROM relay_checkpoint WHERE topic = $1")
             .bind(topic)
             .fetch_optional(pool)
             .await?;
     let offsets: HashMap<String, i64> = offsets.and_then(|o| serde_json::from_value(o).ok()).unwrap_or_default();
-    let published_offsets = offsets.into_iter().filter_map(|(p, o)| Some((p.parse().ok()?, o))).collect();
-    Ok(RelayLag { events, seconds, published_offsets })
+    Ok(offsets.into_iter().filter_map(|(p, o)| Some((p.parse().ok()?, o))).collect())
 }

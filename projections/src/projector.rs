@@ -1,7 +1,7 @@
 //! The live projector: a Kafka consumer group member that applies batches to its
 //! read model's live schema and stores offsets with the effects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use crate::batch::{BatchOutcome, Message, apply_batch, park_refused, store_offsets};
 use crate::kafka::{ClosedOffThread, ConsumerSettings};
+use crate::progress::messages_behind;
 use crate::read_model::{ReadModel, live_schema, swap_lock_key};
 
 /// Most messages applied in one transaction.
@@ -24,6 +25,12 @@ const LINGER: Duration = Duration::from_millis(1);
 const IGNORED_FLUSH: Duration = Duration::from_millis(50);
 /// After failing this long without progress the projector logs errors, not warnings.
 const LOUD_AFTER: Duration = Duration::from_secs(10);
+/// A consumer this old that has received nothing while published messages waited this
+/// long (as [`ProjectorStatus::observe`] saw) is replaced by a new group member. Longer
+/// than a group join takes (a few session timeouts), so a healthy rejoin is left alone.
+const REPLACE_STUCK_AFTER: Duration = Duration::from_secs(30);
+/// How often the consumer loop checks whether it is stuck.
+const STUCK_CHECK: Duration = Duration::from_secs(1);
 
 /// What a projector reports about itself.
 #[derive(Debug, Default)]
@@ -36,6 +43,12 @@ pub struct ProjectorStatus {
     pub parked: AtomicU64,
     /// Since when applying has been failing without progress (Unix ms; 0: it is not).
     failing_since_ms: AtomicI64,
+    /// Since when published messages have waited while the stored offsets did not move
+    /// (Unix ms; 0: nothing waits, or they moved at the last look).
+    waiting_since_ms: AtomicI64,
+    /// The sum of the stored next offsets at the last look (offsets only grow, so a
+    /// change of the sum is progress).
+    last_offsets_sum: AtomicI64,
 }
 
 impl ProjectorStatus {
@@ -55,6 +68,38 @@ impl ProjectorStatus {
     /// Records progress: a failure streak, if any, ends.
     fn progressed(&self) {
         self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Records a look at the read model from outside: `published` is the relay's last
+    /// published offset per partition (`None`: unknown, e.g. the broker is away, which
+    /// ends a wait), `next` the model's stored next offsets.
+    pub fn observe(&self, published: Option<&HashMap<i32, i64>>, next: &HashMap<i32, i64>) {
+        let sum: i64 = next.values().sum();
+        let moved = self.last_offsets_sum.swap(sum, Ordering::Relaxed) != sum;
+        let behind = published.is_some_and(|published| messages_behind(published, next) > 0);
+        if !behind || moved {
+            self.waiting_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            let now = chrono::Utc::now().timestamp_millis();
+            let _ = self.waiting_since_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when published messages have waited without the read model moving (as of
+    /// the last [`ProjectorStatus::observe`]), if they have.
+    pub fn waiting_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let ms = self.waiting_since_ms.load(Ordering::Relaxed);
+        (ms != 0).then(|| chrono::DateTime::from_timestamp_millis(ms)).flatten()
+    }
+
+    /// How long the projector has made no progress although work waits: applying
+    /// fails, or published messages wait while its offsets do not move.
+    pub fn stalled_for(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        [self.failing_since(), self.waiting_since()]
+            .into_iter()
+            .flatten()
+            .min()
+            .and_then(|since| (now - since).to_std().ok())
     }
 }
 
@@ -105,6 +150,7 @@ impl<R: ReadModel> Projector<R> {
         let consumer =
             ClosedOffThread::new(self.settings.config(&Self::group(&self.topic, self.model.name())).create()?);
         consumer.subscribe(&[&self.topic])?;
+        let created = tokio::time::Instant::now();
         self.status.running.store(true, Ordering::Relaxed);
         // Next offsets of batches that changed nothing, not stored yet.
         let mut ignored: BTreeMap<i32, i64> = BTreeMap::new();
@@ -117,6 +163,12 @@ impl<R: ReadModel> Projector<R> {
             let first = tokio::select! {
                 first = first_message(&consumer) => Some(first?),
                 _ = tokio::time::sleep(wait) => None,
+                _ = tokio::time::sleep(STUCK_CHECK) => {
+                    if self.stuck(created) {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return Ok(()),
             };
             let batch = match first {
@@ -145,6 +197,23 @@ impl<R: ReadModel> Projector<R> {
             }
             commit_hint(&consumer, &self.topic, &hint);
         }
+    }
+
+    /// Whether this consumer, made at `created`, gets nothing although published
+    /// messages have waited too long: a group member left without partitions or
+    /// without fetches after its session timed out mid-batch. Then it is replaced.
+    fn stuck(&self, created: tokio::time::Instant) -> bool {
+        let waited = self.status.waiting_since().and_then(|since| (chrono::Utc::now() - since).to_std().ok());
+        let stuck = created.elapsed() >= REPLACE_STUCK_AFTER && waited.is_some_and(|w| w >= REPLACE_STUCK_AFTER);
+        if stuck {
+            let waited_s = waited.unwrap_or_default().as_secs();
+            tracing::error!(
+                read_model = self.model.name(),
+                waited_s,
+                "projector gets nothing while events wait; replacing its consumer"
+            );
+        }
+        stuck
     }
 
     /// Whether the read model would change nothing for any message of `batch` (each is a
@@ -326,5 +395,33 @@ fn commit_hint(consumer: &StreamConsumer, topic: &str, next: &BTreeMap<i32, i64>
     }
     if !next.is_empty() {
         let _ = consumer.commit(&tpl, CommitMode::Async);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projector_is_waiting_while_published_events_wait_and_its_offsets_stand_still() {
+        let status = ProjectorStatus::default();
+        let published = HashMap::from([(0, 9)]);
+        status.observe(Some(&published), &HashMap::from([(0, 5)]));
+        assert_eq!(status.waiting_since(), None, "the first look has nothing to compare with");
+        status.observe(Some(&published), &HashMap::from([(0, 5)]));
+        let since = status.waiting_since().expect("behind, and nothing moved");
+        status.observe(Some(&published), &HashMap::from([(0, 5)]));
+        assert_eq!(status.waiting_since(), Some(since), "the wait keeps its start while nothing moves");
+        assert!(status.stalled_for(chrono::Utc::now()).is_some());
+        status.observe(Some(&published), &HashMap::from([(0, 6)]));
+        assert_eq!(status.waiting_since(), None, "moving ends the wait");
+        status.observe(Some(&published), &HashMap::from([(0, 6)]));
+        assert!(status.waiting_since().is_some());
+        status.observe(None, &HashMap::from([(0, 6)]));
+        assert_eq!(status.waiting_since(), None, "an unknown backlog (broker away) is no wait");
+        status.observe(Some(&published), &HashMap::from([(0, 10)]));
+        status.observe(Some(&published), &HashMap::from([(0, 10)]));
+        assert_eq!(status.waiting_since(), None, "caught up is no wait");
+        assert_eq!(status.stalled_for(chrono::Utc::now()), None);
     }
 }

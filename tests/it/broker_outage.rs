@@ -17,15 +17,15 @@ use tokio::task::JoinSet;
 
 use crate::support::{domain, provision, tenant_client};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
 }
 
 /// A broker of this test's own, on `port`, advertised at `advertised`.
-struct PrivateBroker(Child);
+pub(crate) struct PrivateBroker(Child);
 
 impl PrivateBroker {
-    fn start(port: u16, advertised: u16) -> Self {
+    pub(crate) fn start(port: u16, advertised: u16) -> Self {
         let bin = std::env::var("KEEL_TANSU_BIN").expect("KEEL_TANSU_BIN is not set: run the tests with `make test`");
         let child = Command::new(bin)
             .args(["broker", "--cluster-id", "keel-it-outage"])
@@ -49,12 +49,12 @@ impl Drop for PrivateBroker {
 }
 
 /// Forwards `port` to `upstream` until cut.
-struct Proxy {
+pub(crate) struct Proxy {
     tasks: JoinSet<()>,
 }
 
 impl Proxy {
-    async fn start(port: u16, upstream: u16) -> Self {
+    pub(crate) async fn start(port: u16, upstream: u16) -> Self {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_reuseaddr(true).expect("reuseaddr");
         socket.bind(([127, 0, 0, 1], port).into()).expect("bind proxy");
@@ -74,7 +74,7 @@ impl Proxy {
     }
 
     /// Drops every connection and stops listening.
-    async fn cut(mut self) {
+    pub(crate) async fn cut(mut self) {
         self.tasks.shutdown().await;
     }
 }

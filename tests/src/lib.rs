@@ -55,9 +55,14 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`] with `partitions` partitions.
     pub async fn with_partitions(partitions: i32) -> Self {
+        Self::on(&required("KEEL_TEST_DATABASE_URL"), &required("KEEL_TEST_KAFKA_BROKERS"), partitions).await
+    }
+
+    /// Like [`TestEnv::with_partitions`] on other services: the Postgres whose superuser
+    /// URL is `admin_url` and the broker at `brokers` (e.g. private ones a test may kill).
+    pub async fn on(admin_url: &str, brokers: &str, partitions: i32) -> Self {
         logs::init();
-        let admin_url = required("KEEL_TEST_DATABASE_URL");
-        let brokers = required("KEEL_TEST_KAFKA_BROKERS");
+        let (admin_url, brokers) = (admin_url.to_string(), brokers.to_string());
         let admin =
             PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("connect to test Postgres");
         let password = hex::encode(Sha256::digest(format!("{admin_url}/{RUNTIME_ROLE}").as_bytes()));

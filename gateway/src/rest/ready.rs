@@ -9,7 +9,9 @@
 //! The relay is stalled when committed events wait while the relay's checkpoint has
 //! not moved for `KEEL_STALL_SECONDS` (seen from the database, so it holds whichever
 //! process runs the relay, and whatever holds it back: a refused message, a
-//! transaction left open); a projector is stalled when applying has failed for that long.
+//! transaction left open); a projector is stalled when applying has failed for that long,
+//! or when published events have waited that long while its stored offsets did not move
+//! (a consumer that gets nothing: seen after a group session timed out mid-batch).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -63,7 +65,8 @@ pub struct RelayReadiness {
 pub struct ProjectorReadiness {
     /// Its consumer loop runs in this process.
     pub running: bool,
-    /// How long applying has been failing, if it is.
+    /// How long it has made no progress while work waits (applying fails, or published
+    /// events wait), if that is the stall time or longer.
     pub stalled_seconds: Option<u64>,
     /// Events it parked since start.
     pub parked: u64,
@@ -138,6 +141,7 @@ impl ReadyCheck {
             .await
             .ok()
             .and_then(Result::ok);
+            self.observe_projectors(broker).await;
             {
                 let mut probe = self.probe.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 probe.done = true;
@@ -164,6 +168,21 @@ impl ReadyCheck {
         }
     }
 
+    /// Tells each projector's status how far its read model is behind what the relay
+    /// published (nothing waits while the broker is away: an outage is not a stall).
+    async fn observe_projectors(&self, broker: bool) {
+        let published = if broker {
+            bounded(keel_commands::relay_lag::published_offsets(&self.pool, &self.topic)).await
+        } else {
+            None
+        };
+        for (name, status) in self.projectors.iter() {
+            if let Some(next) = bounded(keel_projections::progress::next_offsets(&self.pool, name, &self.topic)).await {
+                status.observe(published.as_ref(), &next);
+            }
+        }
+    }
+
     /// Readiness as of the last probe.
     pub async fn check(&self) -> Readiness {
         let probe = self.probe.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
@@ -186,10 +205,14 @@ impl ReadyCheck {
         }
         let mut projectors = BTreeMap::new();
         for (name, status) in self.projectors.iter() {
-            let failing = status.failing_since().and_then(|since| (now - since).to_std().ok());
-            let stalled = failing.filter(|f| *f >= self.stall_after);
-            if let Some(failing) = stalled {
-                reasons.push(format!("projector {name} stalled: applying has failed for {} s", failing.as_secs()));
+            let stalled = status.stalled_for(now).filter(|s| *s >= self.stall_after);
+            if let Some(stalled) = stalled {
+                let why = if status.failing_since().is_some() {
+                    "applying has failed"
+                } else {
+                    "published events wait and its read model has not moved"
+                };
+                reasons.push(format!("projector {name} stalled: {why} for {} s", stalled.as_secs()));
             }
             projectors.insert(
                 name,
@@ -215,6 +238,11 @@ impl ReadyCheck {
             reasons,
         }
     }
+}
+
+/// `read`'s answer, or `None` if it fails or takes longer than 2 s.
+async fn bounded<T>(read: impl Future<Output = Result<T, sqlx::Error>>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(2), read).await.ok().and_then(Result::ok)
 }
 
 impl Readiness {
