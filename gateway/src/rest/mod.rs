@@ -147,8 +147,12 @@ async fn correlation(mut request: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(CorrelationId(id.clone()));
-    let span =
-        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), correlation_id = %id);
+    // The route's template, never the raw path: a path can carry an e-mail address or a token.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let span = tracing::info_span!("http", method = %request.method(), route = %route, correlation_id = %id);
     async move {
         let mut response = as_problem(next.run(request).await);
         tracing::info!(status = response.status().as_u16(), "request served");
