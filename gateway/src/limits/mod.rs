@@ -37,10 +37,10 @@ pub struct LimitSettings {
     #[arg(long, env = "KEEL_GRPC_CONCURRENCY_PER_CONNECTION", default_value_t = 64)]
     pub grpc_concurrency_per_connection: usize,
     /// Long-lived streams (SSE, `IngestEvents`) open at once in all.
-    #[arg(long, env = "KEEL_MAX_STREAMS", default_value_t = 1024)]
+    #[arg(long, env = "KEEL_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: usize,
     /// Long-lived streams open at once per caller (user, operator, API key); beyond it 429.
-    #[arg(long, env = "KEEL_MAX_STREAMS_PER_CALLER", default_value_t = 16)]
+    #[arg(long, env = "KEEL_MAX_STREAMS_PER_CALLER", default_value_t = 2_000)]
     pub max_streams_per_caller: usize,
     /// How often an open stream re-checks its caller's credential (revoked key, ended session).
     #[arg(long, env = "KEEL_STREAM_RECHECK_MS", default_value_t = 5_000)]
@@ -60,8 +60,8 @@ impl Default for LimitSettings {
             request_timeout_ms: 15_000,
             max_concurrent_requests: 512,
             grpc_concurrency_per_connection: 64,
-            max_streams: 1024,
-            max_streams_per_caller: 16,
+            max_streams: 10_000,
+            max_streams_per_caller: 2_000,
             stream_recheck_ms: 5_000,
             max_position_waiters: 128,
         }
