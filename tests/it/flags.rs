@@ -450,5 +450,27 @@ async fn a_tenant_scoped_flag_read_never_sees_another_tenants_row() {
     assert!(other.is_none(), "tenant A's scope must not see tenant B's flags even when asked for them");
     let platform = flag_snapshots::tenant_row(&pool, &Scope::Platform, &b.tenant_id).await.expect("read");
     assert!(platform.is_some(), "the platform scope sees every tenant (so the check above can fail)");
+
+    // OFREP with a tenant owner's token reads that way too: its own tenant's flags, and
+    // another tenant's look like a tenant that does not exist.
+    let (owned, _, _, owner) = crate::support::tenant_with_owner(&env, &keel, &operator, "rls-own").await;
+    let ofrep = |tenant: &str| {
+        let (url, owner, tenant) =
+            (format!("http://{}/ofrep/v1/evaluate/flags", keel.rest_addr), owner.clone(), tenant.to_string());
+        async move {
+            let answer = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(owner)
+                .json(&json!({ "context": { "targetingKey": tenant } }))
+                .send()
+                .await
+                .expect("ofrep");
+            (answer.status().as_u16(), answer.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let served = eventually(Duration::from_secs(30), || async { ofrep(&owned).await.0 == 200 }).await;
+    assert!(served, "the owner reads its own tenant's flags over OFREP: {:?}", ofrep(&owned).await);
+    let (status, body) = ofrep(&b.tenant_id).await;
+    assert_eq!((status, body["errorCode"].as_str()), (400, Some("INVALID_CONTEXT")), "{body}");
     keel.stop().await;
 }

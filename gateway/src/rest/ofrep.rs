@@ -30,7 +30,10 @@ use sha2::Sha256;
 use keel_domain::access::{Action, Denied, Principal, Target, authorize};
 use keel_domain::ids::TenantId;
 
-use super::extract::{Path, Query, denied_problem};
+use keel_projections::flag_snapshots;
+use keel_projections::tenant_registry::Scope;
+
+use super::extract::{Path, Query, denied_problem, scope};
 use super::flag_cache::Served;
 use super::openapi::{ApiDoc, problem};
 use super::problem::Problem;
@@ -235,15 +238,26 @@ fn unknown_tenant() -> OfrepError {
     }
 }
 
-/// The tenant's snapshot, if the caller may read it and the tenant is active.
-fn served(state: &AppState, principal: &Principal, tenant: &TenantId) -> Result<Arc<Served>, Refusal> {
+/// The tenant's snapshot, if the caller may read it and the tenant is active. Apps and
+/// the platform's principals read the platform-wide cache; a tenant user reads the read
+/// model under its tenant's row-level security, like every other read of a tenant user.
+async fn served(state: &AppState, principal: &Principal, tenant: &TenantId) -> Result<Arc<Served>, Refusal> {
     authorize(principal, Action::ReadFlags, Target { tenant: Some(tenant), plan: None }).map_err(
         |denied| match denied {
             Denied::Hidden => unknown_tenant().into(),
             denied => Refusal::Problem(denied_problem(state, principal, denied)),
         },
     )?;
-    let served = state.flags.get(tenant.as_str()).ok_or_else(unknown_tenant)?;
+    let served = match scope(principal) {
+        Scope::Platform => state.flags.get(tenant.as_str()).ok_or_else(unknown_tenant)?,
+        scope => {
+            let unavailable = |e: sqlx::Error| Refusal::Problem(Problem::from(e));
+            let row = flag_snapshots::tenant_row(&state.pool, &scope, tenant.as_str()).await.map_err(unavailable)?;
+            let row = row.ok_or_else(unknown_tenant)?;
+            let definitions = flag_snapshots::definitions(&state.pool).await.map_err(unavailable)?;
+            Arc::new(Served::new(flag_snapshots::snapshot(&row, &definitions)))
+        }
+    };
     let keel_code = match served.snapshot.status.as_str() {
         "active" => return Ok(served),
         "suspended" => "tenant_suspended",
@@ -275,11 +289,12 @@ async fn bulk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Ok(p) => p,
         Err(refusal) => return refusal.respond(None),
     };
-    let (tenant, served) = match targeting_key(&body)
-        .map_err(Refusal::from)
-        .and_then(|tenant| served(&state, &principal, &tenant).map(|s| (tenant, s)))
-    {
-        Ok(found) => found,
+    let tenant = match targeting_key(&body) {
+        Ok(tenant) => tenant,
+        Err(refusal) => return Refusal::from(refusal).respond(None),
+    };
+    let served = match served(&state, &principal, &tenant).await {
+        Ok(served) => served,
         Err(refusal) => return refusal.respond(None),
     };
     let etag = HeaderValue::from_str(&served.etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
@@ -314,11 +329,14 @@ async fn single(State(state): State<AppState>, Path(key): Path<String>, headers:
         Ok(p) => p,
         Err(refusal) => return refusal.respond(Some(&key)),
     };
-    let served =
-        match targeting_key(&body).map_err(Refusal::from).and_then(|tenant| served(&state, &principal, &tenant)) {
-            Ok(served) => served,
-            Err(refusal) => return refusal.respond(Some(&key)),
-        };
+    let tenant = match targeting_key(&body) {
+        Ok(tenant) => tenant,
+        Err(refusal) => return Refusal::from(refusal).respond(Some(&key)),
+    };
+    let served = match served(&state, &principal, &tenant).await {
+        Ok(served) => served,
+        Err(refusal) => return refusal.respond(Some(&key)),
+    };
     let Some(flag) = served.snapshot.flags.get(&key) else {
         return OfrepError::new(StatusCode::NOT_FOUND, "FLAG_NOT_FOUND", format!("no flag {key}")).respond(Some(&key));
     };
@@ -406,7 +424,7 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, Query(query):
             Err(refusal) => return refusal.respond(None),
         },
     };
-    if let Err(refusal) = served(&state, &principal, &tenant) {
+    if let Err(refusal) = served(&state, &principal, &tenant).await {
         return refusal.respond(None);
     }
     let slot = match state.streams.open(&principal) {
