@@ -4,7 +4,7 @@
 #
 # The RustSec advisory database cannot be cloned here: a snapshot is read from
 # KEEL_ADVISORY_DB_SNAPSHOT (default ../shared/advisory-db/advisory-db.tar.gz beside the
-# checkout) and unpacked under $KEEL_STATE_DIR/advisory-dbs, where deny.toml's db-path
+# checkout, else the copy of that snapshot kept in scripts/advisory-db/, 2026-08-21) and unpacked under $KEEL_STATE_DIR/advisory-dbs, where deny.toml's db-path
 # ($KEEL_ADVISORY_DB) points. A missing snapshot fails the check; it is never skipped.
 # cargo-deny $CARGO_DENY_VERSION is installed into $KEEL_TOOLS once (~4 minutes).
 set -euo pipefail
@@ -14,6 +14,9 @@ set -euo pipefail
 CARGO_DENY_VERSION="${CARGO_DENY_VERSION:-0.20.2}"
 CARGO_DENY_BIN="$KEEL_TOOLS/bin/cargo-deny"
 SNAPSHOT="${KEEL_ADVISORY_DB_SNAPSHOT:-$KEEL_ROOT/../shared/advisory-db/advisory-db.tar.gz}"
+if [ -z "${KEEL_ADVISORY_DB_SNAPSHOT:-}" ] && [ ! -f "$SNAPSHOT" ]; then
+  SNAPSHOT="$KEEL_ROOT/scripts/advisory-db/advisory-db.tar.gz"
+fi
 # The folder name cargo-deny gives its clone of the default database URL.
 DB_FOLDER="advisory-db-3157b0e258782691"
 
