@@ -333,7 +333,6 @@ impl KeelProcess {
             .env("KEEL_REST_ADDR", format!("127.0.0.1:{}", self.rest_port))
             .env("KEEL_GRPC_ADDR", format!("127.0.0.1:{}", self.grpc_port))
             .env("KEEL_KAFKA_SESSION_TIMEOUT_MS", "3000")
-            .env("KEEL_DB_POOL_SIZE", "16")
             .env("KEEL_MAILBOX_DIR", &env.mailbox)
             .env("KEEL_AUDIT_CHECKPOINT_SECONDS", "5")
             .env("KEEL_LOG", "warn")
