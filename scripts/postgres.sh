@@ -137,6 +137,8 @@ pg_write_conf() {
       echo "synchronous_commit = off"
       echo "full_page_writes = off"
       echo "max_connections = 200"
+      echo "# Benchmarks read when each projector transaction committed."
+      echo "track_commit_timestamp = on"
     fi
   } >"$PGDATA_DIR/keel.conf"
   if is_root; then chown postgres:postgres "$PGDATA_DIR/keel.conf"; fi

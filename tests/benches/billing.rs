@@ -44,9 +44,6 @@ const EVENT_TYPES: [&str; 4] = ["api.call", "storage.gb_hour", "compute.ms", "em
 const BATCH: u64 = 1000;
 /// Events per gRPC stream before it is closed and its summary awaited.
 const STREAM_EVENTS: u64 = 10_000;
-/// How often the latency watcher polls the ledger, at most (it waits three times as
-/// long as its last query took, so that it never takes more than a quarter of a core).
-const POLL: Duration = Duration::from_millis(10);
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -350,20 +347,22 @@ async fn drain(owner: &PgPool, expected: u64, after: &str) {
 }
 
 /// An acknowledged event the watcher is looking for: when its batch was sent and acknowledged.
-type Sent = (Instant, Instant);
+type Sent = (chrono::DateTime<Utc>, chrono::DateTime<Utc>);
 
 /// An open loop of REST batches of `batch` events at `rate` events/s for `seconds`,
-/// and a watcher measuring each event's time to the ledger.
+/// and each event's time to the ledger.
 ///
-/// Method: after each batch is acknowledged, its accepted events (with the batch's
-/// send and acknowledgement instants) go to the watcher. Every 10 ms (or three times
-/// its last query's duration, if that is longer) the watcher asks
-/// Postgres (as the owner, on its own connection) which of the events it waits for are
-/// in `rm_billing_ledger.usage_events`: per tenant, the primary-key range between the
-/// tenant's smallest and largest pending event id (event ids grow with time). An event
-/// first seen by the query started at instant T became visible at or before T, after
-/// the previous query started: its latency is taken as T − send (an upper bound, at
-/// most one poll interval plus one query too high), and T − acknowledgement.
+/// Method: each batch's send and acknowledgement instants are taken on the wall clock.
+/// Once the phase has sent everything, the watcher waits (polling a count every 100 ms,
+/// without touching the ledger during the phase) until every accepted event is in
+/// `rm_billing_ledger.usage_events`, then reads, in one query, the commit timestamp of
+/// the projector transaction that inserted each row (`pg_xact_commit_timestamp(xmin)`;
+/// the test Postgres runs with `track_commit_timestamp = on`). An event's latency is
+/// that commit instant − its batch's send instant (and − its acknowledgement): the
+/// moment it became visible, exactly, with no polling in the way. (Until 2026-12-03 a
+/// watcher polled the ledger during the phase; its queries grew with the backlog and
+/// its pause with its queries, so the figure read up to a few hundred ms high and
+/// amplified any slowdown.)
 async fn latency_phase(
     load: &Arc<Load>,
     owner: &PgPool,
@@ -373,9 +372,8 @@ async fn latency_phase(
     batch: u64,
     keel: &Keel,
 ) -> Acked {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<(usize, String)>, Sent)>();
     let cpu = CpuSample::take(keel.pid());
-    let phase_started = Instant::now();
+    let phase_started = Utc::now();
     let sender = {
         let (load, prefix) = (load.clone(), prefix.to_string());
         tokio::spawn(async move {
@@ -384,108 +382,86 @@ async fn latency_phase(
             let mut inflight = Vec::new();
             for b in 0..batches {
                 interval.tick().await;
-                let (load, prefix, tx) = (load.clone(), prefix.clone(), tx.clone());
+                let (load, prefix) = (load.clone(), prefix.clone());
                 inflight.push(tokio::spawn(async move {
                     let seqs = b * batch..(b + 1) * batch;
-                    let sent = Instant::now();
+                    let (sent, started) = (Utc::now(), Instant::now());
                     let (flags, retries) = post_batch(&load, &prefix, seqs.clone()).await;
-                    let acked_at = Instant::now();
-                    let events = seqs
+                    let (acked_at, took) = (Utc::now(), started.elapsed());
+                    let events: Vec<(String, Sent)> = seqs
                         .clone()
                         .zip(&flags)
                         .filter(|(_, ok)| **ok)
-                        .map(|(seq, _)| ((seq % TENANTS as u64) as usize, event_id(&prefix, seq)))
+                        .map(|(seq, _)| (event_id(&prefix, seq), (sent, acked_at)))
                         .collect();
-                    let _ = tx.send((events, (sent, acked_at)));
                     let mut acked = tally(seqs, &flags);
                     acked.retries = retries;
-                    (acked, acked_at - sent)
+                    (acked, took, events)
                 }));
             }
             let mut acked = Acked::default();
             let mut latencies = Vec::new();
+            let mut sent = HashMap::new();
             for task in inflight {
-                let (a, l) = task.await.expect("batch");
+                let (a, l, events) = task.await.expect("batch");
                 acked += a;
                 latencies.push(l);
+                sent.extend(events);
             }
-            (acked, latencies)
+            (acked, latencies, sent)
         })
     };
+    let (acked, mut requests, sent) = sender.await.expect("sender");
+    let usage = cpu.since(keel.pid());
 
-    let mut pending: Vec<BTreeMap<String, Sent>> = vec![BTreeMap::new(); TENANTS];
-    let index: HashMap<&str, usize> = load.tenants.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    // Every tenant's rows of this phase: event ids are `{prefix}-{seq:010}`.
+    let (lo, hi) = (format!("{prefix}-"), format!("{prefix}-~"));
+    let phase_rows = "FROM UNNEST($1::text[]) AS m(t) CROSS JOIN LATERAL (
+             SELECT e.event_id, e.xmin FROM rm_billing_ledger.usage_events e
+             WHERE e.tenant_id = m.t AND e.app_id = $2 AND e.event_id BETWEEN $3 AND $4) u";
+    let (mut seen, mut last_progress) = (0i64, Instant::now());
+    while seen < sent.len() as i64 && last_progress.elapsed() < Duration::from_secs(60) {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) {phase_rows}"))
+            .bind(&load.tenants)
+            .bind(&load.app_id)
+            .bind(&lo)
+            .bind(&hi)
+            .fetch_one(owner)
+            .await
+            .expect("count the phase's ledger rows");
+        if count > seen {
+            (seen, last_progress) = (count, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if seen < sent.len() as i64 {
+        println!("  {} acknowledged events not in the ledger after 60 s", sent.len() as i64 - seen);
+    }
+    let visible: Vec<(String, chrono::DateTime<Utc>)> =
+        sqlx::query_as(&format!("SELECT u.event_id, pg_xact_commit_timestamp(u.xmin) {phase_rows}"))
+            .bind(&load.tenants)
+            .bind(&load.app_id)
+            .bind(&lo)
+            .bind(&hi)
+            .fetch_all(owner)
+            .await
+            .expect("commit timestamps (track_commit_timestamp = on)");
+
+    let since = |later: chrono::DateTime<Utc>, earlier: chrono::DateTime<Utc>| {
+        (later - earlier).to_std().unwrap_or_default()
+    };
     let mut from_send = Vec::new();
+    let mut from_ack = Vec::new();
     // The median latency of the events sent in each second of the phase: flat if the
     // pipeline keeps up, growing if a backlog builds.
     let mut by_second: Vec<Vec<Duration>> = vec![Vec::new(); seconds as usize + 1];
-    let mut from_ack = Vec::new();
-    let mut polls = 0u64;
-    let mut pause = POLL;
-    let watch_started = Instant::now();
-    let mut rows_read = 0u64;
-    let mut sender = Some(sender);
-    let mut outcome = None;
-    let mut last_progress = Instant::now();
-    loop {
-        while let Ok((events, sent)) = rx.try_recv() {
-            for (tenant, id) in events {
-                pending[tenant].insert(id, sent);
-            }
-        }
-        let waiting: Vec<usize> = (0..TENANTS).filter(|&t| !pending[t].is_empty()).collect();
-        if !waiting.is_empty() {
-            let tenants: Vec<&str> = waiting.iter().map(|&t| load.tenants[t].as_str()).collect();
-            let lows: Vec<&str> =
-                waiting.iter().map(|&t| pending[t].first_key_value().expect("pending").0.as_str()).collect();
-            let highs: Vec<&str> =
-                waiting.iter().map(|&t| pending[t].last_key_value().expect("pending").0.as_str()).collect();
-            let asked = Instant::now();
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT u.tenant_id, u.event_id
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS m(t, lo, hi)
-                 CROSS JOIN LATERAL (
-                     SELECT e.tenant_id, e.event_id FROM rm_billing_ledger.usage_events e
-                     WHERE e.tenant_id = m.t AND e.app_id = $4 AND e.event_id BETWEEN m.lo AND m.hi
-                 ) u",
-            )
-            .bind(&tenants)
-            .bind(&lows)
-            .bind(&highs)
-            .bind(&load.app_id)
-            .fetch_all(owner)
-            .await
-            .expect("poll the ledger");
-            polls += 1;
-            pause = POLL.max(asked.elapsed() * 3);
-            rows_read += rows.len() as u64;
-            for (tenant, id) in rows {
-                let Some(&t) = index.get(tenant.as_str()) else { continue };
-                if let Some((sent, acked)) = pending[t].remove(&id) {
-                    from_send.push(asked.saturating_duration_since(sent));
-                    let second =
-                        (sent.saturating_duration_since(phase_started).as_secs() as usize).min(seconds as usize);
-                    by_second[second].push(asked.saturating_duration_since(sent));
-                    from_ack.push(asked.saturating_duration_since(acked));
-                    last_progress = Instant::now();
-                }
-            }
-        }
-        if sender.as_ref().is_some_and(|s| s.is_finished()) {
-            outcome = Some(sender.take().expect("sender").await.expect("sender"));
-        }
-        let left: usize = pending.iter().map(BTreeMap::len).sum();
-        if outcome.is_some() && rx.is_empty() && left == 0 {
-            break;
-        }
-        if outcome.is_some() && last_progress.elapsed() > Duration::from_secs(60) {
-            println!("  {left} acknowledged events not in the ledger after 60 s");
-            break;
-        }
-        tokio::time::sleep(pause).await;
+    for (id, committed) in visible {
+        let Some(&(sent_at, acked_at)) = sent.get(&id) else { continue };
+        from_send.push(since(committed, sent_at));
+        from_ack.push(since(committed, acked_at));
+        let second = (since(sent_at, phase_started).as_secs() as usize).min(seconds as usize);
+        by_second[second].push(since(committed, sent_at));
     }
-    let usage = cpu.since(keel.pid());
-    let (acked, mut requests) = outcome.expect("sender done");
     requests.sort();
     from_send.sort();
     from_ack.sort();
@@ -498,8 +474,7 @@ async fn latency_phase(
         acked.retries,
     );
     println!(
-        "  from send: p50 {} p99 {} max {}; from acknowledgement: p50 {} p99 {} max {} \
-         ({} events seen; {polls} polls, one per {:.0} ms on average, read {rows_read} rows)",
+        "  from send: p50 {} p99 {} max {}; from acknowledgement: p50 {} p99 {} max {} ({} events seen)",
         ms(percentile(&from_send, 0.50)),
         ms(percentile(&from_send, 0.99)),
         ms(from_send.last().copied().unwrap_or_default()),
@@ -507,7 +482,6 @@ async fn latency_phase(
         ms(percentile(&from_ack, 0.99)),
         ms(from_ack.last().copied().unwrap_or_default()),
         from_send.len(),
-        watch_started.elapsed().as_secs_f64() * 1000.0 / polls.max(1) as f64,
     );
     let trend: Vec<String> = by_second
         .iter_mut()
