@@ -447,9 +447,8 @@ async fn latency_phase(
             .await
             .expect("commit timestamps (track_commit_timestamp = on)");
 
-    let since = |later: chrono::DateTime<Utc>, earlier: chrono::DateTime<Utc>| {
-        (later - earlier).to_std().unwrap_or_default()
-    };
+    let since =
+        |later: chrono::DateTime<Utc>, earlier: chrono::DateTime<Utc>| (later - earlier).to_std().unwrap_or_default();
     let mut from_send = Vec::new();
     let mut from_ack = Vec::new();
     // The median latency of the events sent in each second of the phase: flat if the
