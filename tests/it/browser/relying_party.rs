@@ -14,7 +14,12 @@ async fn a_stock_oidc_client_signs_in_through_the_pages_and_a_second_app_rides_t
     let rp = format!("http://localhost:{rp_port}");
     let app = |name: &str, confidential: bool| {
         let (redirect, logged_out) = (format!("{rp}/{name}/callback"), format!("{rp}/{name}/logged-out"));
-        let client = keel.register_client(name, &[redirect.clone()], &[logged_out.clone()], confidential);
+        let client = keel.register_client(
+            name,
+            std::slice::from_ref(&redirect),
+            std::slice::from_ref(&logged_out),
+            confidential,
+        );
         json!({
             "clientId": client.client_id,
             "clientSecret": client.client_secret,
