@@ -5,7 +5,7 @@
 // params: person {workspace, email, password}, rpPort (the other origin's port on localhost).
 
 import { check, checkEqual, scenario } from './lib/harness.mjs';
-import { signIn, signedIn } from './lib/keel.mjs';
+import { onLoginPage, signIn, signedIn } from './lib/keel.mjs';
 import { callbackServer } from './lib/rp.mjs';
 
 /** An HTML-escaped attribute value. */
@@ -35,6 +35,8 @@ await scenario('csrf', async (t) => {
     const page = await context.newPage();
     t.step('open Keel\'s login page (it sets the CSRF cookie)');
     await page.goto(`${keel}/login`);
+    await onLoginPage(page);
+    check((await page.locator('input[name="csrf"]').count()) === 1, 'the login form has a hidden csrf input');
     const token = await page.locator('input[name="csrf"]').inputValue();
     check(token.length >= 16, 'the login form carries a CSRF token');
     check((await context.cookies()).some((c) => c.name === 'keel_csrf'), 'the login page sets the keel_csrf cookie');

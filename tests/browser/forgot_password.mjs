@@ -8,7 +8,7 @@ import { LABELS, field, onLoginPage, query, text } from './lib/keel.mjs';
 
 /** Fills and sends the forgot-password form; returns the answer page's text. */
 async function ask(page, workspace, email) {
-  await field(page, LABELS.en.email).waitFor();
+  await field(page, LABELS.en.email).waitFor({ timeout: 10_000 });
   const workspaceInput = field(page, LABELS.en.workspace);
   if ((await workspaceInput.count()) > 0 && (await workspaceInput.isEditable())) await workspaceInput.fill(workspace);
   await field(page, LABELS.en.email).fill(email);

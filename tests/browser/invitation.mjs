@@ -14,7 +14,7 @@ await scenario('invitation', async (t) => {
   t.step('open the e-mailed link');
   const response = await page.goto(link);
   checkEqual(response.status(), 200, 'status of the invitation page');
-  await field(page, LABELS.en.password).waitFor();
+  await field(page, LABELS.en.password).waitFor({ timeout: 10_000 });
   check(/\d/.test(await text(page)), 'the invitation page shows the password policy (a minimum length)');
   await snapshot(page, 'invitation');
 

@@ -17,7 +17,7 @@ await scenario('keyboard', async (t) => {
 
   t.step('pages at 375 px');
   for (const path of ['/login', '/forgot-password', '/login?error=invalid_credentials', '/login?lang=ja']) {
-    await page.goto(`${keel}${path}`);
+    checkEqual((await page.goto(`${keel}${path}`)).status(), 200, `status of ${path}`);
     await checkNoHorizontalScroll(page);
     await checkNoInlineScript(page);
   }

@@ -26,10 +26,20 @@ export function button(page, name) {
   return page.getByRole('button', { name, exact: true });
 }
 
+/** Waits for `locator` (an input labelled `what`); fails saying which page lacks it. */
+async function waitForField(page, locator, what) {
+  try {
+    await locator.waitFor({ timeout: 10_000 });
+  } catch {
+    const title = await page.title().catch(() => '');
+    check(false, `${new URL(page.url()).pathname} ("${title}") has no input labelled ${what}`);
+  }
+}
+
 /** Waits for the login page (its Email or Workspace input) and checks `<html lang>`. */
 export async function onLoginPage(page, lang = 'en') {
   const labels = LABELS[lang];
-  await field(page, labels.workspace).or(field(page, labels.email)).first().waitFor({ timeout: 15_000 });
+  await waitForField(page, field(page, labels.workspace).or(field(page, labels.email)).first(), `${labels.workspace} or ${labels.email}`);
   const htmlLang = await page.locator('html').getAttribute('lang');
   check(htmlLang?.startsWith(lang), `<html lang> of the login page is ${htmlLang}, expected ${lang}`);
 }
@@ -55,7 +65,7 @@ export async function signIn(page, { workspace = '', email, password, lang = 'en
 /** Sets a new password on an invitation or reset page (Password, and Confirm password if shown). */
 export async function choosePassword(page, password, lang = 'en') {
   const labels = LABELS[lang];
-  await field(page, labels.password).waitFor({ timeout: 15_000 });
+  await waitForField(page, field(page, labels.password), labels.password);
   await field(page, labels.password).fill(password);
   const confirm = field(page, labels.confirm);
   if ((await confirm.count()) > 0) await confirm.fill(password);
