@@ -32,5 +32,5 @@ build:
 bench:
 	@cargo build --release -p keel-gateway --bin keel
 	@rm -f target/bench-figures.tsv
-	@KEEL_BENCH_FIGURES="$(CURDIR)/target/bench-figures.tsv" KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags && cargo bench -p keel-tests --bench billing && cargo bench -p keel-tests --bench audit' bash scripts/test.sh
+	@KEEL_BENCH_FIGURES="$(CURDIR)/target/bench-figures.tsv" KEEL_TEST_CMD='cargo bench -p keel-tests --bench backbone && cargo bench -p keel-tests --bench identity && cargo bench -p keel-tests --bench flags && cargo bench -p keel-tests --bench billing && cargo bench -p keel-tests --bench audit && cargo bench -p keel-tests --bench oidc' bash scripts/test.sh
 	@python3 scripts/bench-table.py target/bench-figures.tsv tests/benches/baseline.tsv

@@ -292,3 +292,39 @@ ensure_schemathesis() {
   )
   [ -x "$SCHEMATHESIS_BIN" ] || die "schemathesis install failed: $SCHEMATHESIS_BIN missing"
 }
+
+# -------------------------------------------------------------- browser ---
+
+# The browser tests (tests/browser/, driven from tests/it/browser*.rs) need Debian's Chromium
+# (playwright-core launches /usr/bin/chromium; no browser is ever downloaded) and the npm
+# project's node_modules, installed by `npm ci` from its package-lock.json when missing or when
+# the lock file changed since (a stamp inside node_modules holds the lock file's digest).
+CHROMIUM_BIN=/usr/bin/chromium
+BROWSER_TESTS_DIR="$KEEL_ROOT/tests/browser"
+
+ensure_chromium() {
+  [ -x "$CHROMIUM_BIN" ] && return 0
+  (
+    exec 9>"/tmp/keel-chromium-install.lock"
+    flock 9
+    [ -x "$CHROMIUM_BIN" ] || apt_install chromium fonts-noto-cjk
+  )
+  [ -x "$CHROMIUM_BIN" ] || die "chromium install failed: $CHROMIUM_BIN missing"
+}
+
+# ensure_npm_project DIR: `npm ci` in DIR unless its node_modules matches its package-lock.json.
+ensure_npm_project() {
+  local dir="$1" stamp want
+  stamp="$dir/node_modules/.keel-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  ensure_cmd npm
+  log "npm ci in $(basename "$dir")"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in $dir"
+  echo "$want" >"$stamp"
+}
+
+ensure_browser_tests() {
+  ensure_chromium
+  ensure_npm_project "$BROWSER_TESTS_DIR"
+}

@@ -8,6 +8,7 @@
 #   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
 #   KEEL_TEST_KAFKA_BROKERS  127.0.0.1:59092
 #   KEEL_SCHEMATHESIS_BIN    schemathesis (scripts/lib.sh installs it into a venv under $KEEL_TOOLS)
+# It also installs Debian's chromium and tests/browser's node modules (the browser tests).
 # After the tests, scripts/scan-logs.sh fails if any log holds a secret or e-mail the tests used.
 # Every service it started is stopped on exit; the exit code is the result.
 #
@@ -78,6 +79,8 @@ export KEEL_SCHEMATHESIS_BIN="$SCHEMATHESIS_BIN"
 # CLI tests run the `keel` binary itself; the OFREP SDK test runs a stock OpenFeature SDK.
 cargo build -p keel-gateway --bin keel
 (cd "$SCRIPTS/../tests/ofrep-sdk" && npm ci --no-audit --no-fund --loglevel=error)
+# The browser tests (tests/it/browser) drive Debian's Chromium from the tests/browser npm project.
+ensure_browser_tests
 
 # Each test process logs to a file here, and lists every password, token, key secret and
 # e-mail address it uses in KEEL_TEST_SECRETS; no log may contain one (scan-logs.sh below).

@@ -31,6 +31,7 @@ file_digest() { if [ -f "$1" ]; then sha256sum "$1"; fi; }
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain"
 ensure_cmd curl
 ensure_tansu
+ensure_browser_tests
 
 # 2. Build.
 log "building keel (cargo build --release -p keel-gateway --bin keel)"

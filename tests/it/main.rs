@@ -6,6 +6,7 @@ mod audit;
 mod billing;
 mod broker;
 mod broker_outage;
+mod browser;
 mod dead_letters;
 mod dynamic;
 mod event_store;
