@@ -24,7 +24,20 @@ fn registered() -> AppEvent {
         app_id: app_id(),
         name: "Billing worker".into(),
         environment: "production".into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         registered_at: t0(),
+    }
+}
+
+fn update(name: &str, environment: &str) -> AppCommand {
+    AppCommand::Update {
+        name: name.into(),
+        environment: environment.into(),
+        redirect_uris: vec![],
+        post_logout_redirect_uris: vec![],
+        client_type: None,
+        client_secret_id: None,
     }
 }
 
@@ -60,6 +73,8 @@ fn registers_with_normalized_fields_once() {
         app_id: app_id(),
         name: " Billing worker ".into(),
         environment: "Production".into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         at: t0(),
     };
     Given::with(()).given_no_previous_events().when(cmd.clone()).then_expect_events(vec![registered()]);
@@ -72,6 +87,8 @@ fn bad_names_and_environments_are_refused() {
         app_id: app_id(),
         name: name.into(),
         environment: env.into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         at: t0(),
     };
     Given::with(()).given_no_previous_events().when(register("", "prod")).then_expect_error(AppError::InvalidName);
@@ -89,13 +106,15 @@ fn an_unregistered_app_does_nothing() {
 
 #[test]
 fn updating_to_the_same_values_writes_nothing() {
-    let same = AppCommand::Update { name: "Billing worker".into(), environment: "production".into() };
+    let same = update("Billing worker", "production");
     Given::with(()).given(vec![registered()]).when(same).then_expect_events(vec![]);
-    let moved = AppCommand::Update { name: "Billing worker".into(), environment: "staging".into() };
-    Given::with(())
-        .given(vec![registered()])
-        .when(moved)
-        .then_expect_events(vec![AppEvent::Updated { name: "Billing worker".into(), environment: "staging".into() }]);
+    let moved = update("Billing worker", "staging");
+    Given::with(()).given(vec![registered()]).when(moved).then_expect_events(vec![AppEvent::Updated {
+        name: "Billing worker".into(),
+        environment: "staging".into(),
+        client: None,
+        client_secret_id: None,
+    }]);
 }
 
 #[test]
