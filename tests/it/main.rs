@@ -18,6 +18,7 @@ mod identity;
 mod interfaces;
 mod limits;
 mod metrics;
+mod oidc_clients;
 mod projector;
 mod projector_rejoin;
 mod relay_limits;
