@@ -242,6 +242,14 @@ pub struct SetPasswordPage {
     pub login_href: String,
 }
 
+impl SetPasswordPage {
+    /// The ids describing the password input: the policy and the error, when shown.
+    pub fn described_by(&self) -> String {
+        let ids = [(!self.policy.is_empty(), "policy"), (self.c.error.is_some(), "form-error")];
+        ids.iter().filter(|(shown, _)| *shown).map(|(_, id)| *id).collect::<Vec<_>>().join(" ")
+    }
+}
+
 /// `GET /` when signed in.
 #[derive(Template)]
 #[template(path = "home.html")]
