@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use keel_domain::directory::{
-    Acting, Directory, DirectoryCommand, DirectoryError, PLATFORM, PendingToken, UserRole, UserStatus,
+    Acting, Directory, DirectoryCommand, DirectoryError, PLATFORM, PasswordPolicy, PendingToken, UserRole, UserStatus,
 };
 use keel_domain::envelope::{Actor, ActorType};
 use keel_domain::ids::{TenantId, UserId};
@@ -258,6 +258,33 @@ impl UserCommands {
         self.changed(&ctx, &user.user_id).await
     }
 
+    /// The password policy that applies to a mailed token (invitation `keel_inv_…` or reset
+    /// `keel_pwr_…`) while it can be used; otherwise why not, as using it would say.
+    pub async fn token_password_policy(&self, token: &str) -> Result<PasswordPolicy, CommandError> {
+        let reset = token.starts_with(RESET_TOKEN_PREFIX);
+        let lookup = if reset {
+            "SELECT user_id, tenant_id FROM auth_users WHERE reset_hash = $1"
+        } else {
+            "SELECT user_id, tenant_id FROM auth_users WHERE invitation_hash = $1 AND status = 'invited'"
+        };
+        let token_hash = secret::digest(token);
+        let user: Option<IndexedUser> = sqlx::query_as(lookup)
+            .bind(&token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| CommandError::unavailable(&e))?;
+        let unknown = if reset { DirectoryError::ResetInvalid } else { DirectoryError::InvitationInvalid };
+        let user = user.ok_or_else(|| CommandError::domain(&unknown))?;
+        let directory = self.load(user.tenant_id.as_deref().unwrap_or(PLATFORM)).await?;
+        let usable = if reset {
+            directory.usable_reset(&token_hash, Utc::now())
+        } else {
+            directory.usable_invitation(&token_hash, Utc::now())
+        };
+        usable.map_err(|e| CommandError::domain(&e))?;
+        Ok(directory.password_policy().clone())
+    }
+
     /// Runs an administrative command on a user of `tenant_id`.
     pub async fn administer(
         &self,
@@ -379,7 +406,7 @@ impl UserCommands {
             Err(err) => return Err(err.into()),
         }
         let body = format!(
-            "Someone asked to reset your Keel password. If it was you, set a new one at\n{}/v1/auth/password-reset/confirm\nwith this token (valid for {RESET_TTL_MINUTES} minutes):\n{token}\n\nIf it was not you, ignore this message.\n",
+            "Someone asked to reset your Keel password. If it was you, set a new one at\n{}/reset-password?token={token}\n(valid for {RESET_TTL_MINUTES} minutes). The token on its own:\n{token}\n\nIf it was not you, ignore this message.\n",
             self.public_url
         );
         self.deliver(Mail { to: email, subject: "Reset your Keel password".into(), body }).await;
@@ -501,7 +528,7 @@ impl UserCommands {
 
     async fn send_invitation(&self, email: &str, role: UserRole, token: &str) {
         let body = format!(
-            "You are invited to Keel as {}. Choose your password at\n{}/v1/auth/invitations/accept\nwith this invitation token:\n{token}\n",
+            "You are invited to Keel as {}. Choose your password at\n{}/invitation?token={token}\nThe invitation token on its own:\n{token}\n",
             role.as_str(),
             self.public_url
         );

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod limits;
 pub mod metrics;
 pub mod offline;
+pub mod pages;
 pub mod rest;
 pub mod server;
 

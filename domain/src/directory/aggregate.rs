@@ -86,6 +86,29 @@ impl Directory {
         if self.invitation_ttl_days == 0 { DEFAULT_INVITATION_TTL_DAYS } else { self.invitation_ttl_days }
     }
 
+    /// The invited user whose pending invitation has digest `token_hash`, if it can still be
+    /// accepted at `at` (unknown, used and superseded tokens are all `InvitationInvalid`).
+    pub fn usable_invitation(&self, token_hash: &str, at: DateTime<Utc>) -> Result<&UserId, DirectoryError> {
+        let (user_id, token) = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.status == UserStatus::Invited)
+            .find_map(|(id, u)| u.invitation.as_ref().filter(|t| t.hash == token_hash).map(|t| (id, t)))
+            .ok_or(DirectoryError::InvitationInvalid)?;
+        if token.expires_at <= at { Err(DirectoryError::InvitationExpired) } else { Ok(user_id) }
+    }
+
+    /// The active user whose pending reset has digest `token_hash`, if it can still be used at `at`.
+    pub fn usable_reset(&self, token_hash: &str, at: DateTime<Utc>) -> Result<&UserId, DirectoryError> {
+        let (user_id, token) = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.status == UserStatus::Active)
+            .find_map(|(id, u)| u.reset.as_ref().filter(|t| t.hash == token_hash).map(|t| (id, t)))
+            .ok_or(DirectoryError::ResetInvalid)?;
+        if token.expires_at <= at { Err(DirectoryError::ResetExpired) } else { Ok(user_id) }
+    }
+
     fn existing(&self, id: &UserId) -> Result<&DirectoryUser, DirectoryError> {
         self.users.get(id).ok_or(DirectoryError::UserNotFound)
     }
@@ -152,15 +175,7 @@ impl Directory {
                 E::InvitationResent { user_id, invitation }
             }
             C::AcceptInvitation { token_hash, credential_id, at } => {
-                let (user_id, token) = self
-                    .users
-                    .iter()
-                    .filter(|(_, u)| u.status == UserStatus::Invited)
-                    .find_map(|(id, u)| u.invitation.as_ref().filter(|t| t.hash == token_hash).map(|t| (id, t)))
-                    .ok_or(DirectoryError::InvitationInvalid)?;
-                if token.expires_at <= at {
-                    return Err(DirectoryError::InvitationExpired);
-                }
+                let user_id = self.usable_invitation(&token_hash, at)?;
                 E::InvitationAccepted { user_id: user_id.clone(), credential_id, accepted_at: at }
             }
             C::ChangeRole { user_id, role, acting } => {
@@ -217,15 +232,7 @@ impl Directory {
                 E::PasswordResetRequested { user_id, reset }
             }
             C::ResetPassword { token_hash, credential_id, at } => {
-                let (user_id, token) = self
-                    .users
-                    .iter()
-                    .filter(|(_, u)| u.status == UserStatus::Active)
-                    .find_map(|(id, u)| u.reset.as_ref().filter(|t| t.hash == token_hash).map(|t| (id, t)))
-                    .ok_or(DirectoryError::ResetInvalid)?;
-                if token.expires_at <= at {
-                    return Err(DirectoryError::ResetExpired);
-                }
+                let user_id = self.usable_reset(&token_hash, at)?;
                 E::PasswordChanged {
                     user_id: user_id.clone(),
                     credential_id,

@@ -587,6 +587,22 @@ fn a_password_reset_sets_a_new_password_once() {
 }
 
 #[test]
+fn a_mailed_token_is_usable_until_it_expires_is_used_or_is_superseded() {
+    let mut events = vec![invited(2, "ann@acme.io", UserRole::User)];
+    let directory = state(events.clone());
+    assert_eq!(directory.usable_invitation("inv2", day(6)), Ok(&uid(2)));
+    assert_eq!(directory.usable_invitation("inv2", day(7)), Err(DirectoryError::InvitationExpired));
+    assert_eq!(directory.usable_invitation("other", day(1)), Err(DirectoryError::InvitationInvalid));
+    events.push(accepted(2));
+    events.push(request_reset(2, "r2"));
+    let directory = state(events);
+    assert_eq!(directory.usable_invitation("inv2", day(1)), Err(DirectoryError::InvitationInvalid), "used");
+    assert_eq!(directory.usable_reset("r2", day(2)), Ok(&uid(2)));
+    assert_eq!(directory.usable_reset("r2", day(3)), Err(DirectoryError::ResetExpired));
+    assert_eq!(directory.usable_reset("inv2", day(1)), Err(DirectoryError::ResetInvalid));
+}
+
+#[test]
 fn an_expired_reset_is_refused() {
     let mut events = team();
     events.push(request_reset(3, "r1"));

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod ofrep;
 pub mod openapi;
 pub mod pagination;
+pub mod password_policy;
 pub mod problem;
 pub mod ready;
 pub mod routes;
@@ -49,11 +50,12 @@ const OPENAPI_PATH: &str = "/v1/openapi.json";
 type Resource = (fn() -> Routes, fn(&mut ApiDoc));
 
 /// Every resource.
-const RESOURCES: [Resource; 10] = [
+const RESOURCES: [Resource; 11] = [
     (health::routes, health::openapi),
     (metrics::routes, metrics::openapi),
     (health_system::routes, health_system::openapi),
     (auth::routes, auth::openapi),
+    (password_policy::routes, password_policy::openapi),
     (tenants::routes, tenants::openapi),
     (flags::routes, flags::openapi),
     (ofrep::routes, ofrep::openapi),
@@ -75,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(tenants::routes())
         .merge(auth::routes())
+        .merge(password_policy::routes())
+        .merge(crate::pages::routes())
         .merge(flags::routes())
         .merge(routing::routes())
         .merge(billing::routes())
@@ -88,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(correlation))
         // The hot path: no per-request span or log line.
         .merge(Router::from(ofrep::routes()).method_not_allowed_fallback(method_not_allowed))
+        // Every form post: the CSRF check, then the password APIs' form answers (ADR 0026).
+        .layer(axum::middleware::from_fn(crate::pages::forms::answer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::pages::csrf::guard))
         // Outermost, on every route (each knows its template then) and the fallback.
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(axum::middleware::from_fn_with_state(limits, crate::limits::rest::limit))
@@ -133,7 +140,9 @@ pub fn document() -> Value {
     for (_, part) in RESOURCES {
         part(&mut doc);
     }
-    doc.finish()
+    let mut doc = doc.finish();
+    crate::pages::forms::document(&mut doc);
+    doc
 }
 
 /// Takes or creates the correlation id, runs the request in a span carrying it,
