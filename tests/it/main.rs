@@ -17,6 +17,7 @@ mod identity;
 mod interfaces;
 mod limits;
 mod metrics;
+mod oidc_flow;
 mod projector;
 mod projector_rejoin;
 mod relay_limits;
