@@ -123,7 +123,7 @@ async fn authorize(
     let session = live_session(&state, &headers).await?;
     let satisfying = session.filter(|s| prompt != Some("login") && satisfies(s, &request, max_age));
     if let Some(session) = satisfying {
-        return Ok(code_redirect(&state, &correlation, &session, &request).await?);
+        return code_redirect(&state, &correlation, &session, &request).await;
     }
     if prompt == Some("none") {
         return Ok(back("login_required", "the user must sign in"));
