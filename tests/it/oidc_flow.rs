@@ -36,7 +36,7 @@ impl Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let mut cookies = HashMap::new();
         // What the login page would have set (the CSRF layer compares it with the form's field).
-        cookies.insert("keel_csrf".to_string(), "csrf-test-token".to_string());
+        cookies.insert("keel_csrf".to_string(), "csrfCSRFcsrfCSRFcsrfCSRFcsrfCSRFcsrfCSRFcsr".to_string());
         Self { base: format!("http://{addr}"), http, cookies }
     }
 
@@ -74,7 +74,7 @@ impl Browser {
             ("email", email),
             ("password", password),
             ("interaction", interaction),
-            ("csrf", "csrf-test-token"),
+            ("csrf", "csrfCSRFcsrfCSRFcsrfCSRFcsrfCSRFcsrfCSRFcsr"),
         ];
         let request = self.http.post(format!("{}/v1/auth/session", self.base)).form(&form);
         self.send(request).await
