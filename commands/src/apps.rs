@@ -5,6 +5,10 @@
 //! `auth_secrets`, of the key id and a random nonce; the nonce is kept only in the
 //! idempotency record (purged after its retention), so a retry of the same request
 //! answers the same secret while the plaintext is stored nowhere.
+//!
+//! A client secret (ADR 0025) reads `keel_cs_<43 characters>` and is made the same way,
+//! under its own server key, from its secret id and a nonce. Its SHA-256 is stored in
+//! `oidc_client_secrets` before the event that names the secret id; events carry the id only.
 
 use std::collections::BTreeSet;
 
@@ -14,13 +18,15 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use keel_domain::DomainError;
-use keel_domain::app::{App, AppCommand, AppError, Scope};
+use keel_domain::app::{App, AppCommand, AppError, ClientSettings, ClientType, Scope};
 use keel_domain::ids::{ApiKeyId, AppId};
 
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::idempotency::{Idempotency, fingerprint};
+use crate::oidc_clients;
 use crate::secret;
 
 /// What every API key starts with (lets secret scanners recognise leaked keys).
@@ -30,6 +36,9 @@ const SECRET_LEN: usize = 43;
 /// How many characters of a key listings show.
 const SHOWN_LEN: usize = KEY_PREFIX.len() + 8;
 const DERIVATION_KEY_NAME: &str = "api_key_derivation";
+/// What every client secret starts with (lets secret scanners recognise leaked secrets).
+pub const CLIENT_SECRET_PREFIX: &str = "keel_cs_";
+const CLIENT_SECRET_KEY_NAME: &str = "client_secret_derivation";
 
 /// The key id named inside a presented API key, if it is shaped like one.
 pub fn key_id_of(token: &str) -> Option<ApiKeyId> {
@@ -42,12 +51,57 @@ pub fn key_id_of(token: &str) -> Option<ApiKeyId> {
 }
 
 /// The outcome of registering an app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Registered {
     /// The new app's id.
     pub app_id: String,
+    /// A confidential app's client secret: the only time it is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     /// Position of the last event written.
     pub position: i64,
+}
+
+/// What the idempotency record keeps of a registration: no secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RegisteredRecord {
+    app_id: String,
+    /// `<secret id>.<nonce>` of a confidential app's secret.
+    seed: Option<String>,
+    position: i64,
+}
+
+/// A change of an app's name, environment or client settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUpdate {
+    /// Display name.
+    pub name: String,
+    /// Environment.
+    pub environment: String,
+    /// Redirect URIs (replacing the current list).
+    pub redirect_uris: Vec<String>,
+    /// Post-logout redirect URIs (replacing the current list).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// The new client type; `None` keeps the current one.
+    pub client_type: Option<ClientType>,
+}
+
+/// The outcome of an update or a secret rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretChange {
+    /// The new client secret, if the command made one: the only time it is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Position of the last event written (0 if nothing changed).
+    pub position: i64,
+}
+
+/// What the idempotency record keeps of an update or a rotation: no secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SecretChangeRecord {
+    /// `<secret id>.<nonce>` of the secret the command made, if any.
+    seed: Option<String>,
+    position: i64,
 }
 
 /// A freshly issued key: the only time its secret is shown.
@@ -98,7 +152,19 @@ pub struct AppRow {
     pub disabled: bool,
     /// When it was registered.
     pub registered_at: DateTime<Utc>,
+    /// Whether it is a confidential OpenID Connect client (else public).
+    pub confidential: bool,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Its post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
 }
+
+/// The columns of [`AppRow`].
+const APP_ROW: &str = "SELECT a.app_id, a.name, a.environment, a.disabled, a.registered_at,
+        COALESCE(c.confidential, false) AS confidential, COALESCE(c.redirect_uris, '{}') AS redirect_uris,
+        COALESCE(c.post_logout_redirect_uris, '{}') AS post_logout_redirect_uris
+    FROM auth_apps a LEFT JOIN oidc_clients c USING (app_id)";
 
 /// An API key as listed: a prefix, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -123,6 +189,7 @@ pub struct AppCommands {
     apps: Framework<App>,
     idempotency: Idempotency,
     derivation_key: [u8; 32],
+    client_secret_key: [u8; 32],
 }
 
 impl AppCommands {
@@ -130,35 +197,184 @@ impl AppCommands {
     pub async fn new(pools: impl Into<crate::pools::Pools>) -> Result<Self, sqlx::Error> {
         let crate::pools::Pools { durable: pool, relaxed } = pools.into();
         let derivation_key = secret::server_secret(&pool, DERIVATION_KEY_NAME).await?;
-        Ok(Self { apps: bus::framework(&pool), idempotency: Idempotency::new(relaxed), derivation_key, pool })
+        let client_secret_key = secret::server_secret(&pool, CLIENT_SECRET_KEY_NAME).await?;
+        Ok(Self {
+            apps: bus::framework(&pool),
+            idempotency: Idempotency::new(relaxed),
+            derivation_key,
+            client_secret_key,
+            pool,
+        })
     }
 
-    /// Registers an app.
+    /// Registers an app with its OpenID Connect client settings. A confidential app's
+    /// client secret is in the answer only (a retry with the same idempotency key
+    /// answers it again).
     pub async fn register(
         &self,
         ctx: &CommandContext,
         name: &str,
         environment: &str,
+        client: ClientSettings,
     ) -> Result<Registered, CommandError> {
-        let hash = fingerprint(&["RegisterApp", name, environment]);
-        let candidate = AppId::from_ulid(ulid::Ulid::new());
-        self.idempotency
-            .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, candidate.as_str(), |id| async move {
-                let app_id: AppId = id.parse().map_err(|_| CommandError::domain(&AppError::NotFound))?;
+        let confidential = client.client_type == ClientType::Confidential;
+        let hash = fingerprint(&[
+            "RegisterApp",
+            name,
+            environment,
+            &client.redirect_uris.join(" "),
+            &client.post_logout_redirect_uris.join(" "),
+            client.client_type.as_str(),
+        ]);
+        let app_id = AppId::from_ulid(ulid::Ulid::new());
+        let candidate = if confidential { format!("{app_id}.{}", new_seed()) } else { app_id.to_string() };
+        let record = self
+            .idempotency
+            .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, &candidate, |id| async move {
+                let (app_id, seed) = match id.split_once('.') {
+                    Some((app_id, seed)) => (app_id, Some(seed)),
+                    None => (id.as_str(), None),
+                };
+                let app_id: AppId = app_id.parse().map_err(|_| CommandError::domain(&AppError::NotFound))?;
+                let secret_id = match seed {
+                    Some(seed) => Some(self.store_secret(app_id.as_str(), seed).await?),
+                    None => None,
+                };
                 let command = AppCommand::Register {
                     app_id: app_id.clone(),
                     name: name.to_string(),
                     environment: environment.to_string(),
+                    client,
+                    client_secret_id: secret_id,
                     at: ctx.received_at,
                 };
                 match bus::execute(&self.apps, app_id.as_str(), command, ctx.metadata(None)).await {
                     // Only a takeover of an interrupted first attempt meets its own app.
                     Err(err) if err.code == AppError::AlreadyRegistered.code() => {}
-                    other => other?,
+                    Err(err) => return Err(self.dropping(secret_id, err).await),
+                    Ok(()) => {}
                 }
-                Ok(Registered { app_id: app_id.to_string(), position: self.position(ctx).await? })
+                let position = self.position(ctx).await?;
+                Ok(RegisteredRecord { app_id: app_id.to_string(), seed: seed.map(str::to_string), position })
             })
+            .await?;
+        Ok(Registered {
+            client_secret: record.seed.as_deref().map(|seed| self.client_secret(seed)).transpose()?,
+            app_id: record.app_id,
+            position: record.position,
+        })
+    }
+
+    /// Changes an app's name, environment and client settings. When this makes the app
+    /// confidential, its first client secret is in the answer only.
+    pub async fn update(
+        &self,
+        ctx: &CommandContext,
+        app_id: &AppId,
+        update: AppUpdate,
+    ) -> Result<SecretChange, CommandError> {
+        let command = |secret_id| AppCommand::Update {
+            name: update.name.clone(),
+            environment: update.environment.clone(),
+            redirect_uris: update.redirect_uris.clone(),
+            post_logout_redirect_uris: update.post_logout_redirect_uris.clone(),
+            client_type: update.client_type,
+            client_secret_id: secret_id,
+        };
+        let may_need_secret = update.client_type == Some(ClientType::Confidential);
+        self.change_secret(ctx, app_id, "UpdateApp", may_need_secret, command).await
+    }
+
+    /// Replaces a confidential app's client secret; the previous one stops working at
+    /// once. The new secret is in the answer only.
+    pub async fn rotate_client_secret(
+        &self,
+        ctx: &CommandContext,
+        app_id: &AppId,
+    ) -> Result<SecretChange, CommandError> {
+        let at = ctx.received_at;
+        // The fingerprint ignores the secret id; the command itself always gets one.
+        let command =
+            |secret_id: Option<Uuid>| AppCommand::RotateClientSecret { secret_id: secret_id.unwrap_or_default(), at };
+        self.change_secret(ctx, app_id, "RotateClientSecret", true, command).await
+    }
+
+    /// Runs the command `make` builds, given the id of a freshly stored secret when
+    /// `with_secret` (none for the fingerprint); answers the secret if the app now uses it.
+    async fn change_secret(
+        &self,
+        ctx: &CommandContext,
+        app_id: &AppId,
+        rpc: &str,
+        with_secret: bool,
+        make: impl Fn(Option<Uuid>) -> AppCommand,
+    ) -> Result<SecretChange, CommandError> {
+        let hash = fingerprint(&[rpc, app_id.as_str(), &make(None).fingerprint()]);
+        let candidate = if with_secret { new_seed() } else { String::new() };
+        let record = self
+            .idempotency
+            .run(&ctx.actor.to_string(), &ctx.idempotency_key, &hash, &candidate, |seed| async move {
+                let seed = (!seed.is_empty()).then_some(seed);
+                let secret_id = match &seed {
+                    Some(seed) => Some(self.store_secret(app_id.as_str(), seed).await?),
+                    None => None,
+                };
+                if let Err(err) = bus::execute(&self.apps, app_id.as_str(), make(secret_id), ctx.metadata(None)).await {
+                    return Err(self.dropping(secret_id, err).await);
+                }
+                let used = match secret_id {
+                    Some(id) => self.keeps_secret(app_id, id).await?,
+                    None => false,
+                };
+                let position = self.position(ctx).await?;
+                Ok(SecretChangeRecord { seed: seed.filter(|_| used), position })
+            })
+            .await?;
+        Ok(SecretChange {
+            client_secret: record.seed.as_deref().map(|seed| self.client_secret(seed)).transpose()?,
+            position: record.position,
+        })
+    }
+
+    /// Whether `app_id` now uses the stored secret `secret_id`; if not, the secret is removed.
+    async fn keeps_secret(&self, app_id: &AppId, secret_id: Uuid) -> Result<bool, CommandError> {
+        let current = oidc_clients::current_secret_id(&self.pool, app_id.as_str())
             .await
+            .map_err(|e| CommandError::unavailable(&e))?;
+        if current == Some(secret_id) {
+            return Ok(true);
+        }
+        oidc_clients::drop_unused_secret(&self.pool, secret_id).await.map_err(|e| CommandError::unavailable(&e))?;
+        Ok(false)
+    }
+
+    /// Stores the hash of the secret `seed` makes for `app_id`; returns its id.
+    async fn store_secret(&self, app_id: &str, seed: &str) -> Result<Uuid, CommandError> {
+        let secret_id = seed_id(seed)?;
+        let hash = secret::digest(&self.client_secret(seed)?);
+        oidc_clients::store_secret(&self.pool, secret_id, app_id, &hash)
+            .await
+            .map_err(|e| CommandError::unavailable(&e))?;
+        Ok(secret_id)
+    }
+
+    /// `err`, after removing the stored secret `secret_id` if no app uses it.
+    async fn dropping(&self, secret_id: Option<Uuid>, err: CommandError) -> CommandError {
+        if let Some(id) = secret_id
+            && let Err(e) = oidc_clients::drop_unused_secret(&self.pool, id).await
+        {
+            tracing::warn!(error = %e, "unused client secret not removed");
+        }
+        err
+    }
+
+    /// The client secret for `seed` (`<secret id>.<nonce>`): `keel_cs_<HMAC, base64url>`.
+    fn client_secret(&self, seed: &str) -> Result<String, CommandError> {
+        seed_id(seed)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.client_secret_key).expect("HMAC takes any key length");
+        mac.update(seed.as_bytes());
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        Ok(format!("{CLIENT_SECRET_PREFIX}{secret}"))
     }
 
     /// Runs update, disable, enable or revoke-key on an existing app.
@@ -249,20 +465,17 @@ impl AppCommands {
 
     /// The apps, oldest first, after `after` (an app id), at most `limit`.
     pub async fn list_apps(&self, after: Option<&str>, limit: i64) -> Result<Vec<AppRow>, CommandError> {
-        sqlx::query_as(
-            "SELECT app_id, name, environment, disabled, registered_at FROM auth_apps
-             WHERE $1::text IS NULL OR app_id > $1 ORDER BY app_id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| CommandError::unavailable(&e))
+        sqlx::query_as(&format!("{APP_ROW} WHERE $1::text IS NULL OR a.app_id > $1 ORDER BY a.app_id LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| CommandError::unavailable(&e))
     }
 
     /// One app, if registered.
     pub async fn app(&self, app_id: &AppId) -> Result<Option<AppRow>, CommandError> {
-        sqlx::query_as("SELECT app_id, name, environment, disabled, registered_at FROM auth_apps WHERE app_id = $1")
+        sqlx::query_as(&format!("{APP_ROW} WHERE a.app_id = $1"))
             .bind(app_id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -295,6 +508,19 @@ impl AppCommands {
         let ulid = &key_id.as_str()[ApiKeyId::PREFIX.len()..];
         format!("{KEY_PREFIX}{ulid}_{secret}")
     }
+}
+
+/// A fresh `<secret id>.<nonce>`: what a client secret is derived from.
+fn new_seed() -> String {
+    let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret::random_bytes());
+    format!("{}.{nonce}", Uuid::now_v7())
+}
+
+/// The secret id of a seed.
+fn seed_id(seed: &str) -> Result<Uuid, CommandError> {
+    seed.split_once('.')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(|| CommandError::domain(&AppError::SecretRequired))
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ async fn apply_app(tx: &mut PgConnection, app_id: &str, decoded: AppEvent) -> Re
             .execute(&mut *tx)
             .await?;
         }
-        AppEvent::Updated { name, environment } => {
+        AppEvent::Updated { name, environment, .. } => {
             sqlx::query("UPDATE auth_apps SET name = $2, environment = $3, updated_at = now() WHERE app_id = $1")
                 .bind(app_id)
                 .bind(name)
@@ -81,7 +81,7 @@ async fn apply_app(tx: &mut PgConnection, app_id: &str, decoded: AppEvent) -> Re
                 .execute(&mut *tx)
                 .await?;
         }
-        AppEvent::AccessDenied { .. } => return Ok(()),
+        AppEvent::AccessDenied { .. } | AppEvent::ClientSecretRotated { .. } => return Ok(()),
     }
     sqlx::query("UPDATE auth_key_state SET version = version + 1").execute(&mut *tx).await?;
     Ok(())

@@ -17,6 +17,7 @@ pub mod key_index;
 pub mod limits;
 pub mod mail;
 pub mod migrate;
+pub mod oidc_clients;
 pub mod operator_credentials;
 pub mod passwords;
 pub mod pools;

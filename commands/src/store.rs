@@ -3,7 +3,7 @@
 //! metadata map across the events of a commit), a commit is one INSERT returning the
 //! positions, and the write-side indexes ([`WRITE_SIDE_INDEXES`]) and the running
 //! command's audit record ([`command_scope`]) commit in the same transaction
-//! (ADR 0009, 0010, 0013, 0016).
+//! (ADR 0009, 0010, 0013, 0016, 0025).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -19,13 +19,15 @@ use crate::audit;
 use crate::command_scope;
 use crate::identity_index::IdentityIndex;
 use crate::key_index::ApiKeyIndex;
+use crate::oidc_clients::OidcClientIndex;
 use crate::rollup_allowlist_index::RollupAllowlistIndex;
 use crate::write_index::WriteSideIndex;
 
 /// The write-side indexes, updated in the transaction that appends the events they
 /// fold, in this order. Adding an index is one entry here.
-pub const WRITE_SIDE_INDEXES: (IdentityIndex, ApiKeyIndex, RollupAllowlistIndex) =
-    (IdentityIndex, ApiKeyIndex, RollupAllowlistIndex);
+/// (`OidcClientIndex` follows `ApiKeyIndex`: its rows refer to `auth_apps`.)
+pub const WRITE_SIDE_INDEXES: (IdentityIndex, ApiKeyIndex, OidcClientIndex, RollupAllowlistIndex) =
+    (IdentityIndex, ApiKeyIndex, OidcClientIndex, RollupAllowlistIndex);
 
 /// The append of a commit: all its events in one statement. Postgres assigns the
 /// positions in the order of the arrays; the primary key refuses a stale sequence.

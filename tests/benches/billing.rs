@@ -659,6 +659,7 @@ async fn setup(keel: &Keel, operator: &str) -> Load {
         name: "Billing bridge".into(),
         environment: "bench".into(),
         idempotency_key: "app".into(),
+        ..Default::default()
     };
     let app = apps.register_app(authed(request, operator)).await.expect("register").into_inner();
     let request = IssueApiKeyRequest {

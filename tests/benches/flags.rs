@@ -160,7 +160,12 @@ async fn main() {
     let mut apps = AppServiceClient::connect(grpc).await.expect("connect");
     let app = apps
         .register_app(authed(
-            RegisterAppRequest { name: "Bench".into(), environment: "bench".into(), idempotency_key: "app".into() },
+            RegisterAppRequest {
+                name: "Bench".into(),
+                environment: "bench".into(),
+                idempotency_key: "app".into(),
+                ..Default::default()
+            },
             &operator,
         ))
         .await

@@ -20,8 +20,12 @@ pub async fn app_client(addr: std::net::SocketAddr) -> AppServiceClient<Channel>
 /// Registers an app and issues it a key with `scopes`: (app id, key id, secret).
 pub async fn app_with_key(addr: std::net::SocketAddr, operator: &str, scopes: &[&str]) -> (String, String, String) {
     let mut apps = app_client(addr).await;
-    let request =
-        RegisterAppRequest { name: "Billing bridge".into(), environment: "production".into(), idempotency_key: key() };
+    let request = RegisterAppRequest {
+        name: "Billing bridge".into(),
+        environment: "production".into(),
+        idempotency_key: key(),
+        ..Default::default()
+    };
     let app = apps.register_app(authed(request, operator)).await.expect("register").into_inner();
     let (key_id, secret) = issue(&mut apps, operator, &app.app_id, scopes, "").await;
     (app.app_id, key_id, secret)
@@ -156,7 +160,12 @@ async fn issuing_is_idempotent_without_storing_the_secret_and_only_operators_man
     let mut apps = app_client(keel.grpc_addr).await;
     let app = apps
         .register_app(authed(
-            RegisterAppRequest { name: "Edge".into(), environment: "staging".into(), idempotency_key: key() },
+            RegisterAppRequest {
+                name: "Edge".into(),
+                environment: "staging".into(),
+                idempotency_key: key(),
+                ..Default::default()
+            },
             &operator,
         ))
         .await
@@ -201,7 +210,12 @@ async fn issuing_is_idempotent_without_storing_the_secret_and_only_operators_man
     // An app key cannot manage apps.
     let err = apps
         .register_app(authed(
-            RegisterAppRequest { name: "Sneaky".into(), environment: "prod".into(), idempotency_key: key() },
+            RegisterAppRequest {
+                name: "Sneaky".into(),
+                environment: "prod".into(),
+                idempotency_key: key(),
+                ..Default::default()
+            },
             &first.secret,
         ))
         .await

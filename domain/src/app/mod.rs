@@ -1,20 +1,25 @@
 //! Managed apps: Keel's machine clients, one aggregate per app with its API keys.
 //! An app is registered by a platform operator; disabling it blocks all its keys at
 //! once. A key's secret never reaches the domain: only its SHA-256 digest and a short
-//! prefix (for listings) do.
+//! prefix (for listings) do. An app is also an OpenID Connect client (ADR 0025, `client`):
+//! its client id is its app id; a confidential app's secret is named in events by id only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::aggregate::{aggregate, events};
 use crate::error::{DomainError, ErrorKind};
 use crate::ids::{ApiKeyId, AppId};
 use crate::validate;
 
+mod client;
 #[cfg(test)]
 mod tests;
+
+pub use client::{ClientSettings, ClientType, MAX_URI_LEN, MAX_URIS, is_acceptable_uri};
 
 /// The aggregate type name of managed apps in the event store.
 pub const AGGREGATE_TYPE: &str = "app";
@@ -78,15 +83,35 @@ pub enum AppCommand {
         name: String,
         /// Environment, e.g. `production` (validated here).
         environment: String,
+        /// Its OpenID Connect client settings (validated here).
+        client: ClientSettings,
+        /// The id of its stored client secret; required for (and only kept on) a confidential app.
+        client_secret_id: Option<Uuid>,
         /// When.
         at: DateTime<Utc>,
     },
-    /// Rename it or move it to another environment (no event if nothing changes).
+    /// Rename it, move it to another environment, or change its client settings (no
+    /// event if nothing changes).
     Update {
         /// Display name.
         name: String,
         /// Environment.
         environment: String,
+        /// Its redirect URIs (replacing the current list; validated here).
+        redirect_uris: Vec<String>,
+        /// Its post-logout redirect URIs (replacing the current list; validated here).
+        post_logout_redirect_uris: Vec<String>,
+        /// The new client type; `None` keeps the current one.
+        client_type: Option<ClientType>,
+        /// The id of a stored client secret, used only if this makes the app confidential.
+        client_secret_id: Option<Uuid>,
+    },
+    /// Replace a confidential app's client secret: the previous one stops working.
+    RotateClientSecret {
+        /// The id of the new stored secret.
+        secret_id: Uuid,
+        /// When.
+        at: DateTime<Utc>,
     },
     /// Block the app and all its keys.
     Disable,
@@ -134,8 +159,18 @@ impl AppCommand {
     /// times and without the fresh secret.
     pub fn fingerprint(&self) -> String {
         match self {
-            AppCommand::Register { name, environment, .. } => format!("register|{name}|{environment}"),
-            AppCommand::Update { name, environment } => format!("update|{name}|{environment}"),
+            AppCommand::Register { name, environment, client, .. } => {
+                format!("register|{name}|{environment}|{}", client_fingerprint(client))
+            }
+            AppCommand::Update { name, environment, redirect_uris, post_logout_redirect_uris, client_type, .. } => {
+                format!(
+                    "update|{name}|{environment}|{}|{}|{}",
+                    redirect_uris.join(" "),
+                    post_logout_redirect_uris.join(" "),
+                    client_type.map(ClientType::as_str).unwrap_or_default()
+                )
+            }
+            AppCommand::RotateClientSecret { .. } => "rotate_client_secret".into(),
             AppCommand::Disable => "disable".into(),
             AppCommand::Enable => "enable".into(),
             AppCommand::IssueKey { scopes, expires_at, .. } => {
@@ -150,6 +185,16 @@ impl AppCommand {
     }
 }
 
+/// The client settings as the idempotency fingerprint sees them.
+fn client_fingerprint(client: &ClientSettings) -> String {
+    format!(
+        "{}|{}|{}",
+        client.redirect_uris.join(" "),
+        client.post_logout_redirect_uris.join(" "),
+        client.client_type.as_str()
+    )
+}
+
 events! {
     /// What happened to a managed app.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -162,15 +207,34 @@ events! {
             name: String,
             /// Environment.
             environment: String,
+            /// Its OpenID Connect client settings (events before ADR 0025: a public client without URIs).
+            #[serde(default)]
+            client: ClientSettings,
+            /// The id of a confidential app's stored client secret (never the secret or its hash).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            client_secret_id: Option<Uuid>,
             /// When.
             registered_at: DateTime<Utc>,
         },
-        /// Its name or environment changed.
+        /// Its name, environment or client settings changed.
         "app.updated" => Updated {
             /// Display name.
             name: String,
             /// Environment.
             environment: String,
+            /// The new client settings, if they changed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            client: Option<ClientSettings>,
+            /// The id of the stored client secret, when this made the app confidential.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            client_secret_id: Option<Uuid>,
+        },
+        /// A confidential app's client secret was replaced; the previous one no longer works.
+        "app.client_secret_rotated" => ClientSecretRotated {
+            /// The id of the new stored secret (never the secret or its hash).
+            secret_id: Uuid,
+            /// When.
+            rotated_at: DateTime<Utc>,
         },
         /// The app and all its keys are blocked.
         "app.disabled" => Disabled {},
@@ -254,16 +318,39 @@ pub enum AppError {
     /// The app holds the most active keys it may.
     #[error("the app has 20 active keys; revoke one first")]
     TooManyKeys,
+    /// A redirect URI is not acceptable, or there are too many.
+    #[error(
+        "redirect_uris: at most 20, each an absolute https:// URI (http:// only on localhost, 127.0.0.1 or [::1]) of at most 2000 characters, without user info, fragment or wildcard"
+    )]
+    InvalidRedirectUris,
+    /// A post-logout redirect URI is not acceptable, or there are too many.
+    #[error(
+        "post_logout_redirect_uris: at most 20, each an absolute https:// URI (http:// only on localhost, 127.0.0.1 or [::1]) of at most 2000 characters, without user info, fragment or wildcard"
+    )]
+    InvalidPostLogoutRedirectUris,
+    /// A confidential app was to be made without a stored secret (a caller's bug).
+    #[error("a confidential app needs a client secret")]
+    SecretRequired,
+    /// Only confidential apps have a client secret.
+    #[error("the app is a public client: it has no client secret")]
+    PublicClient,
 }
 
 impl DomainError for AppError {
     fn kind(&self) -> ErrorKind {
         use AppError::*;
         match self {
-            InvalidName | InvalidEnvironment | InvalidScope | NoScopes | InvalidExpiry => ErrorKind::InvalidArgument,
+            InvalidName
+            | InvalidEnvironment
+            | InvalidScope
+            | NoScopes
+            | InvalidExpiry
+            | InvalidRedirectUris
+            | InvalidPostLogoutRedirectUris
+            | SecretRequired => ErrorKind::InvalidArgument,
             NotFound | KeyNotFound => ErrorKind::NotFound,
             AlreadyRegistered | KeyExists => ErrorKind::AlreadyExists,
-            Disabled | NotDisabled | TooManyKeys => ErrorKind::FailedPrecondition,
+            Disabled | NotDisabled | TooManyKeys | PublicClient => ErrorKind::FailedPrecondition,
         }
     }
 
@@ -282,6 +369,10 @@ impl DomainError for AppError {
             KeyNotFound => "key_not_found",
             KeyExists => "key_exists",
             TooManyKeys => "too_many_keys",
+            InvalidRedirectUris => "invalid_redirect_uris",
+            InvalidPostLogoutRedirectUris => "invalid_post_logout_redirect_uris",
+            SecretRequired => "client_secret_required",
+            PublicClient => "public_client",
         }
     }
 }
@@ -321,6 +412,10 @@ pub struct App {
     pub disabled: bool,
     /// Its keys, revoked ones included.
     pub keys: BTreeMap<ApiKeyId, ApiKey>,
+    /// Its OpenID Connect client settings.
+    pub client: ClientSettings,
+    /// The id of its current client secret (confidential apps only).
+    pub client_secret_id: Option<Uuid>,
 }
 
 impl App {
@@ -329,17 +424,46 @@ impl App {
         let registered = self.id.is_some();
         let event = match command {
             AppCommand::Register { .. } if registered => return Err(AppError::AlreadyRegistered),
-            AppCommand::Register { app_id, name, environment, at } => {
+            AppCommand::Register { app_id, name, environment, client, client_secret_id, at } => {
                 let (name, environment) = valid(&name, &environment)?;
-                AppEvent::Registered { app_id, name, environment, registered_at: at }
+                let client = ClientSettings::validated(
+                    client.redirect_uris,
+                    client.post_logout_redirect_uris,
+                    client.client_type,
+                )?;
+                let client_secret_id = secret_for(client.client_type, client_secret_id)?;
+                AppEvent::Registered { app_id, name, environment, client, client_secret_id, registered_at: at }
             }
             _ if !registered => return Err(AppError::NotFound),
-            AppCommand::Update { name, environment } => {
+            AppCommand::Update {
+                name,
+                environment,
+                redirect_uris,
+                post_logout_redirect_uris,
+                client_type,
+                client_secret_id,
+            } => {
                 let (name, environment) = valid(&name, &environment)?;
-                if name == self.name && environment == self.environment {
+                let client_type = client_type.unwrap_or(self.client.client_type);
+                let client = ClientSettings::validated(redirect_uris, post_logout_redirect_uris, client_type)?;
+                let becomes_confidential =
+                    client_type == ClientType::Confidential && self.client.client_type != ClientType::Confidential;
+                let client_secret_id =
+                    if becomes_confidential { secret_for(client_type, client_secret_id)? } else { None };
+                let client = (client != self.client).then_some(client);
+                if name == self.name && environment == self.environment && client.is_none() {
                     return Ok(None);
                 }
-                AppEvent::Updated { name, environment }
+                AppEvent::Updated { name, environment, client, client_secret_id }
+            }
+            AppCommand::RotateClientSecret { .. } if self.client.client_type != ClientType::Confidential => {
+                return Err(AppError::PublicClient);
+            }
+            AppCommand::RotateClientSecret { secret_id, .. } if self.client_secret_id == Some(secret_id) => {
+                return Ok(None);
+            }
+            AppCommand::RotateClientSecret { secret_id, at } => {
+                AppEvent::ClientSecretRotated { secret_id, rotated_at: at }
             }
             AppCommand::Disable if self.disabled => return Err(AppError::Disabled),
             AppCommand::Disable => AppEvent::Disabled {},
@@ -382,6 +506,14 @@ impl App {
     }
 }
 
+/// The secret id a client of `client_type` keeps: required for a confidential one, none for a public one.
+fn secret_for(client_type: ClientType, secret_id: Option<Uuid>) -> Result<Option<Uuid>, AppError> {
+    match client_type {
+        ClientType::Confidential => secret_id.map(Some).ok_or(AppError::SecretRequired),
+        ClientType::Public => Ok(None),
+    }
+}
+
 fn valid(name: &str, environment: &str) -> Result<(String, String), AppError> {
     Ok((
         validate::display_name(name).ok_or(AppError::InvalidName)?,
@@ -393,15 +525,27 @@ impl App {
     /// The state after `event`.
     fn evolve(&mut self, event: AppEvent) {
         match event {
-            AppEvent::Registered { app_id, name, environment, .. } => {
+            AppEvent::Registered { app_id, name, environment, client, client_secret_id, .. } => {
                 self.id = Some(app_id);
                 self.name = name;
                 self.environment = environment;
+                self.client = client;
+                self.client_secret_id = client_secret_id;
             }
-            AppEvent::Updated { name, environment } => {
+            AppEvent::Updated { name, environment, client, client_secret_id } => {
                 self.name = name;
                 self.environment = environment;
+                if let Some(client) = client {
+                    if client.client_type == ClientType::Public {
+                        self.client_secret_id = None;
+                    }
+                    self.client = client;
+                }
+                if client_secret_id.is_some() {
+                    self.client_secret_id = client_secret_id;
+                }
             }
+            AppEvent::ClientSecretRotated { secret_id, .. } => self.client_secret_id = Some(secret_id),
             AppEvent::Disabled {} => self.disabled = true,
             AppEvent::Enabled {} => self.disabled = false,
             AppEvent::KeyIssued { key_id, prefix, secret_hash, scopes, expires_at, .. } => {

@@ -24,7 +24,20 @@ fn registered() -> AppEvent {
         app_id: app_id(),
         name: "Billing worker".into(),
         environment: "production".into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         registered_at: t0(),
+    }
+}
+
+fn update(name: &str, environment: &str) -> AppCommand {
+    AppCommand::Update {
+        name: name.into(),
+        environment: environment.into(),
+        redirect_uris: vec![],
+        post_logout_redirect_uris: vec![],
+        client_type: None,
+        client_secret_id: None,
     }
 }
 
@@ -60,6 +73,8 @@ fn registers_with_normalized_fields_once() {
         app_id: app_id(),
         name: " Billing worker ".into(),
         environment: "Production".into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         at: t0(),
     };
     Given::with(()).given_no_previous_events().when(cmd.clone()).then_expect_events(vec![registered()]);
@@ -72,6 +87,8 @@ fn bad_names_and_environments_are_refused() {
         app_id: app_id(),
         name: name.into(),
         environment: env.into(),
+        client: ClientSettings::default(),
+        client_secret_id: None,
         at: t0(),
     };
     Given::with(()).given_no_previous_events().when(register("", "prod")).then_expect_error(AppError::InvalidName);
@@ -89,13 +106,15 @@ fn an_unregistered_app_does_nothing() {
 
 #[test]
 fn updating_to_the_same_values_writes_nothing() {
-    let same = AppCommand::Update { name: "Billing worker".into(), environment: "production".into() };
+    let same = update("Billing worker", "production");
     Given::with(()).given(vec![registered()]).when(same).then_expect_events(vec![]);
-    let moved = AppCommand::Update { name: "Billing worker".into(), environment: "staging".into() };
-    Given::with(())
-        .given(vec![registered()])
-        .when(moved)
-        .then_expect_events(vec![AppEvent::Updated { name: "Billing worker".into(), environment: "staging".into() }]);
+    let moved = update("Billing worker", "staging");
+    Given::with(()).given(vec![registered()]).when(moved).then_expect_events(vec![AppEvent::Updated {
+        name: "Billing worker".into(),
+        environment: "staging".into(),
+        client: None,
+        client_secret_id: None,
+    }]);
 }
 
 #[test]
@@ -195,4 +214,261 @@ fn denials_are_recorded_for_known_keys_even_on_a_disabled_app() {
         .then_expect_events(vec![denied]);
     Given::with(()).given(vec![registered(), issued(1)]).when(record(0)).then_expect_events(vec![]);
     Given::with(()).given(vec![registered()]).when(record(1)).then_expect_error(AppError::KeyNotFound);
+}
+
+fn secret(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn client(redirect: &[&str], logout: &[&str], client_type: ClientType) -> ClientSettings {
+    ClientSettings {
+        redirect_uris: redirect.iter().map(|u| u.to_string()).collect(),
+        post_logout_redirect_uris: logout.iter().map(|u| u.to_string()).collect(),
+        client_type,
+    }
+}
+
+fn register_client(client: ClientSettings, client_secret_id: Option<uuid::Uuid>) -> AppCommand {
+    AppCommand::Register {
+        app_id: app_id(),
+        name: "Billing worker".into(),
+        environment: "production".into(),
+        client,
+        client_secret_id,
+        at: t0(),
+    }
+}
+
+fn registered_client(client: ClientSettings, client_secret_id: Option<uuid::Uuid>) -> AppEvent {
+    AppEvent::Registered {
+        app_id: app_id(),
+        name: "Billing worker".into(),
+        environment: "production".into(),
+        client,
+        client_secret_id,
+        registered_at: t0(),
+    }
+}
+
+fn update_client(redirect: &[&str], client_type: Option<ClientType>, secret_id: Option<uuid::Uuid>) -> AppCommand {
+    AppCommand::Update {
+        name: "Billing worker".into(),
+        environment: "production".into(),
+        redirect_uris: redirect.iter().map(|u| u.to_string()).collect(),
+        post_logout_redirect_uris: vec![],
+        client_type,
+        client_secret_id: secret_id,
+    }
+}
+
+#[test]
+fn redirect_uris_are_https_or_loopback_http_without_fragment_or_user_info() {
+    for good in [
+        "https://app.example.com/callback",
+        "https://app.example.com",
+        "https://app.example.com:8443/cb?x=1&y=2",
+        "https://xn--bcher-kva.example/cb",
+        "http://localhost:3000/callback",
+        "http://LOCALHOST/cb",
+        "http://127.0.0.1:8080/cb",
+        "http://[::1]:8080/cb",
+        "http://[::1]",
+    ] {
+        assert!(is_acceptable_uri(good), "{good} should be accepted");
+    }
+    let long = format!("https://app.example.com/{}", "a".repeat(MAX_URI_LEN));
+    for bad in [
+        "",
+        "app.example.com/callback",
+        "/callback",
+        "ftp://app.example.com/cb",
+        "com.example.app:/callback",
+        "javascript:alert(1)",
+        "http://app.example.com/callback",
+        "http://localhost.evil.com/cb",
+        "http://127.0.0.1.evil.com/cb",
+        "http://[::2]/cb",
+        "https://app.example.com/cb#fragment",
+        "https://app.example.com/cb#",
+        "https://user:pass@app.example.com/cb",
+        "https://evil.com@app.example.com/cb",
+        "https://*.example.com/cb",
+        "https://app.example.com/cb with space",
+        "https://app.example.com/\u{e9}",
+        "https:///cb",
+        "https://:443/cb",
+        "https://app.example.com:/cb",
+        "https://app.example.com:99999/cb",
+        "https://app..example.com/cb",
+        "https://app.example.com\\@evil.com/cb",
+        "HTTPS://app.example.com/cb",
+        long.as_str(),
+    ] {
+        assert!(!is_acceptable_uri(bad), "{bad} should be refused");
+    }
+}
+
+#[test]
+fn registers_a_public_client_with_its_uris_duplicates_dropped() {
+    let given = client(
+        &["https://a.example.com/cb", "http://localhost:3000/cb", "https://a.example.com/cb"],
+        &["https://a.example.com/bye"],
+        ClientType::Public,
+    );
+    let kept = client(
+        &["https://a.example.com/cb", "http://localhost:3000/cb"],
+        &["https://a.example.com/bye"],
+        ClientType::Public,
+    );
+    // A public client keeps no secret, even if one is offered.
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(given, Some(secret(1))))
+        .then_expect_events(vec![registered_client(kept, None)]);
+}
+
+#[test]
+fn a_confidential_client_is_registered_with_a_secret_id_only() {
+    let settings = client(&["https://a.example.com/cb"], &[], ClientType::Confidential);
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(settings.clone(), Some(secret(1))))
+        .then_expect_events(vec![registered_client(settings.clone(), Some(secret(1)))]);
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(settings, None))
+        .then_expect_error(AppError::SecretRequired);
+}
+
+#[test]
+fn bad_or_too_many_uris_are_refused() {
+    let bad = client(&["https://a.example.com/cb#x"], &[], ClientType::Public);
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(bad, None))
+        .then_expect_error(AppError::InvalidRedirectUris);
+    let bad_logout = client(&[], &["http://a.example.com/bye"], ClientType::Public);
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(bad_logout, None))
+        .then_expect_error(AppError::InvalidPostLogoutRedirectUris);
+    let many: Vec<String> = (0..=MAX_URIS).map(|n| format!("https://a.example.com/cb/{n}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(client(&many, &[], ClientType::Public), None))
+        .then_expect_error(AppError::InvalidRedirectUris);
+    Given::with(())
+        .given_no_previous_events()
+        .when(register_client(client(&many[..MAX_URIS], &[], ClientType::Public), None))
+        .then_expect_events(vec![registered_client(client(&many[..MAX_URIS], &[], ClientType::Public), None)]);
+    Given::with(())
+        .given(vec![registered()])
+        .when(update_client(&["https://a.example.com/cb", "https://u@a.example.com/cb"], None, None))
+        .then_expect_error(AppError::InvalidRedirectUris);
+}
+
+#[test]
+fn updating_client_settings_replaces_the_lists_and_keeps_the_type_unless_named() {
+    let public = client(&["https://a.example.com/cb"], &[], ClientType::Public);
+    Given::with(())
+        .given(vec![registered()])
+        .when(update_client(&["https://a.example.com/cb"], None, None))
+        .then_expect_events(vec![AppEvent::Updated {
+            name: "Billing worker".into(),
+            environment: "production".into(),
+            client: Some(public.clone()),
+            client_secret_id: None,
+        }]);
+    Given::with(())
+        .given(vec![registered_client(public, None)])
+        .when(update_client(&["https://a.example.com/cb"], Some(ClientType::Public), None))
+        .then_expect_events(vec![]);
+    let confidential = client(&["https://a.example.com/cb"], &[], ClientType::Confidential);
+    Given::with(())
+        .given(vec![registered_client(confidential.clone(), Some(secret(1)))])
+        .when(update_client(&["https://a.example.com/cb"], None, Some(secret(2))))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn becoming_confidential_takes_a_secret_and_becoming_public_drops_it() {
+    let confidential = client(&[], &[], ClientType::Confidential);
+    Given::with(())
+        .given(vec![registered()])
+        .when(update_client(&[], Some(ClientType::Confidential), None))
+        .then_expect_error(AppError::SecretRequired);
+    Given::with(())
+        .given(vec![registered()])
+        .when(update_client(&[], Some(ClientType::Confidential), Some(secret(1))))
+        .then_expect_events(vec![AppEvent::Updated {
+            name: "Billing worker".into(),
+            environment: "production".into(),
+            client: Some(confidential.clone()),
+            client_secret_id: Some(secret(1)),
+        }]);
+    let mut app = App::default();
+    for event in [
+        registered_client(confidential, Some(secret(1))),
+        AppEvent::Updated {
+            name: "Billing worker".into(),
+            environment: "production".into(),
+            client: Some(client(&[], &[], ClientType::Public)),
+            client_secret_id: None,
+        },
+    ] {
+        cqrs_es::Aggregate::apply(&mut app, event);
+    }
+    assert_eq!(app.client.client_type, ClientType::Public);
+    assert_eq!(app.client_secret_id, None);
+}
+
+#[test]
+fn only_a_confidential_client_rotates_its_secret() {
+    let rotate = |n| AppCommand::RotateClientSecret { secret_id: secret(n), at: t0() };
+    let confidential = registered_client(client(&[], &[], ClientType::Confidential), Some(secret(1)));
+    Given::with(())
+        .given(vec![confidential.clone()])
+        .when(rotate(2))
+        .then_expect_events(vec![AppEvent::ClientSecretRotated { secret_id: secret(2), rotated_at: t0() }]);
+    // A retry with the secret already in force changes nothing.
+    Given::with(()).given(vec![confidential.clone()]).when(rotate(1)).then_expect_events(vec![]);
+    // A disabled app may rotate (a leaked secret is replaced before the app is enabled again).
+    Given::with(())
+        .given(vec![confidential, AppEvent::Disabled {}])
+        .when(rotate(2))
+        .then_expect_events(vec![AppEvent::ClientSecretRotated { secret_id: secret(2), rotated_at: t0() }]);
+    Given::with(()).given(vec![registered()]).when(rotate(2)).then_expect_error(AppError::PublicClient);
+    Given::with(()).given_no_previous_events().when(rotate(2)).then_expect_error(AppError::NotFound);
+}
+
+#[test]
+fn events_from_before_clients_still_load_as_public_clients_without_uris() {
+    let old_registered = serde_json::json!({
+        "type": "app.registered",
+        "app_id": "app_01jd0000000000000000000000",
+        "name": "Billing worker",
+        "environment": "production",
+        "registered_at": "2026-01-01T12:00:00Z"
+    });
+    let old_updated = serde_json::json!({ "type": "app.updated", "name": "Billing worker", "environment": "staging" });
+    let registered: AppEvent = serde_json::from_value(old_registered).unwrap();
+    assert_eq!(registered, self::registered());
+    let updated: AppEvent = serde_json::from_value(old_updated).unwrap();
+    assert_eq!(
+        updated,
+        AppEvent::Updated {
+            name: "Billing worker".into(),
+            environment: "staging".into(),
+            client: None,
+            client_secret_id: None
+        }
+    );
+    let json = serde_json::to_value(registered_client(
+        client(&["https://a.example.com/cb"], &[], ClientType::Confidential),
+        Some(secret(7)),
+    ))
+    .unwrap();
+    assert_eq!(json["client"]["client_type"], "confidential");
+    assert_eq!(json["client_secret_id"], secret(7).to_string());
 }

@@ -1,8 +1,9 @@
-//! `keel app`: managed apps and their API keys (prints JSON).
+//! `keel app`: managed apps, their API keys and their OpenID Connect client settings
+//! (prints JSON).
 
 use keel_commands::apps::AppCommands;
 use keel_commands::bus::CommandContext;
-use keel_domain::app::AppCommand as Change;
+use keel_domain::app::{AppCommand as Change, ClientSettings, ClientType};
 use keel_domain::envelope::Actor;
 use keel_domain::ids::{ApiKeyId, AppId};
 use serde_json::{Value, json};
@@ -13,8 +14,12 @@ use super::args::MigrationDbArgs;
 /// The subcommands of `keel app`.
 #[derive(Debug, clap::Subcommand)]
 pub enum AppCommand {
-    /// Register a managed app; prints {"app_id", "position"}.
+    /// Register a managed app; prints {"app_id", "position"} and, for a confidential
+    /// app, "client_secret" (shown this once).
     Register(RegisterArgs),
+    /// Replace a confidential app's client secret; prints {"app_id", "client_secret",
+    /// "position"}. The previous secret stops working; the new one is shown this once.
+    RotateClientSecret(RotateArgs),
     /// Issue an API key; prints {"key_id", "secret", …}. The secret is shown this once.
     IssueKey(IssueKeyArgs),
     /// Revoke an API key for good.
@@ -34,6 +39,27 @@ pub struct RegisterArgs {
     /// Environment, e.g. production.
     #[arg(long)]
     environment: String,
+    /// Where sign-in may send the app's users back (repeatable; exact match).
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Where sign-out may send them (repeatable; exact match).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// A confidential client, which authenticates with a client secret (else public: PKCE alone).
+    #[arg(long)]
+    confidential: bool,
+    /// Makes a retry safe (a fresh one by default).
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    db: MigrationDbArgs,
+}
+
+/// Arguments of `keel app rotate-client-secret`.
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The app.
+    app_id: String,
     /// Makes a retry safe (a fresh one by default).
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -86,9 +112,24 @@ pub struct AppArgs {
 /// Runs a `keel app` subcommand and prints its result as JSON.
 pub async fn run(command: AppCommand) -> Result<(), CliError> {
     let out = match command {
-        AppCommand::Register(RegisterArgs { name, environment, idempotency_key, db }) => {
-            let done = commands(&db).await?.register(&context(idempotency_key), &name, &environment).await?;
-            json!({ "app_id": done.app_id, "position": done.position })
+        AppCommand::Register(RegisterArgs {
+            name,
+            environment,
+            redirect_uris,
+            post_logout_redirect_uris,
+            confidential,
+            idempotency_key,
+            db,
+        }) => {
+            let client_type = if confidential { ClientType::Confidential } else { ClientType::Public };
+            let client = ClientSettings { redirect_uris, post_logout_redirect_uris, client_type };
+            let done = commands(&db).await?.register(&context(idempotency_key), &name, &environment, client).await?;
+            serde_json::to_value(&done)?
+        }
+        AppCommand::RotateClientSecret(RotateArgs { app_id: app, idempotency_key, db }) => {
+            let id = app_id(&app)?;
+            let done = commands(&db).await?.rotate_client_secret(&context(idempotency_key), &id).await?;
+            json!({ "app_id": id.as_str(), "client_secret": done.client_secret, "position": done.position })
         }
         AppCommand::IssueKey(IssueKeyArgs { app, scopes, expires_at, idempotency_key, db }) => {
             let id = app_id(&app)?;

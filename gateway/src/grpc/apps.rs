@@ -1,13 +1,14 @@
-//! gRPC `keel.v1.AppService`: managed apps and their API keys.
+//! gRPC `keel.v1.AppService`: managed apps, their API keys and their OpenID Connect
+//! client settings (ADR 0025).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use keel_commands::apps::AppCommands;
+use keel_commands::apps::{AppCommands, AppUpdate};
 use keel_domain::access::Action;
-use keel_domain::app::AppCommand;
+use keel_domain::app::{AppCommand, ClientSettings, ClientType};
 use keel_domain::ids::{ApiKeyId, AppId};
 
 use super::fields::rfc3339;
@@ -17,7 +18,7 @@ use crate::proto::app_service_server::AppService;
 use crate::proto::{
     ApiKeyInfo, AppCommandResponse, AppInfo, AppRequest, IssueApiKeyRequest, IssueApiKeyResponse, ListApiKeysRequest,
     ListApiKeysResponse, ListAppsRequest, ListAppsResponse, RegisterAppRequest, RegisterAppResponse,
-    RevokeApiKeyRequest, UpdateAppRequest,
+    RevokeApiKeyRequest, RotateClientSecretResponse, UpdateAppRequest, UpdateAppResponse,
 };
 
 const DEFAULT_PAGE: u32 = 100;
@@ -47,14 +48,23 @@ impl AppApi {
         super::run(&self.auth, rpc, metadata, Action::ManageApps, None, idempotency_key, |ctx, _| async move {
             let command = command(ctx.received_at);
             let done = self.commands.execute(&ctx, &id, command).await.map_err(|e| status(&e))?;
-            // In force on this gateway at once; the others poll within 200 ms.
-            if let Err(e) = self.auth.api_keys().refresh().await {
-                tracing::warn!(error = %e, "API key index refresh failed");
-            }
+            self.refresh_keys().await;
             Ok(AppCommandResponse { position: done.position })
         })
         .await
     }
+
+    /// Puts an app change in force on this gateway at once; the others poll within 200 ms.
+    async fn refresh_keys(&self) {
+        if let Err(e) = self.auth.api_keys().refresh().await {
+            tracing::warn!(error = %e, "API key index refresh failed");
+        }
+    }
+}
+
+/// The client type a `confidential` flag asks for.
+fn client_type(confidential: bool) -> ClientType {
+    if confidential { ClientType::Confidential } else { ClientType::Public }
 }
 
 /// Parses an app id argument.
@@ -80,17 +90,59 @@ impl AppService for AppApi {
         let (metadata, _, req) = request.into_parts();
         super::run(&self.auth, "RegisterApp", &metadata, Action::ManageApps, None, &req.idempotency_key, {
             |ctx, _| async move {
-                let done = self.commands.register(&ctx, &req.name, &req.environment).await.map_err(|e| status(&e))?;
-                Ok(RegisterAppResponse { app_id: done.app_id, position: done.position })
+                let client = ClientSettings {
+                    redirect_uris: req.redirect_uris,
+                    post_logout_redirect_uris: req.post_logout_redirect_uris,
+                    client_type: client_type(req.confidential),
+                };
+                let done =
+                    self.commands.register(&ctx, &req.name, &req.environment, client).await.map_err(|e| status(&e))?;
+                Ok(RegisterAppResponse {
+                    app_id: done.app_id,
+                    position: done.position,
+                    client_secret: done.client_secret.unwrap_or_default(),
+                })
             }
         })
         .await
     }
 
-    async fn update_app(&self, request: Request<UpdateAppRequest>) -> Result<Response<AppCommandResponse>, Status> {
+    async fn update_app(&self, request: Request<UpdateAppRequest>) -> Result<Response<UpdateAppResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let command = |_| AppCommand::Update { name: req.name, environment: req.environment };
-        self.execute("UpdateApp", &metadata, &req.app_id, &req.idempotency_key, command).await
+        let id = app_id(&req.app_id)?;
+        let update = AppUpdate {
+            name: req.name,
+            environment: req.environment,
+            redirect_uris: req.redirect_uris,
+            post_logout_redirect_uris: req.post_logout_redirect_uris,
+            client_type: req.confidential.map(client_type),
+        };
+        super::run(&self.auth, "UpdateApp", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+            |ctx, _| async move {
+                let done = self.commands.update(&ctx, &id, update).await.map_err(|e| status(&e))?;
+                self.refresh_keys().await;
+                Ok(UpdateAppResponse { position: done.position, client_secret: done.client_secret.unwrap_or_default() })
+            }
+        })
+        .await
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        request: Request<AppRequest>,
+    ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let id = app_id(&req.app_id)?;
+        super::run(&self.auth, "RotateClientSecret", &metadata, Action::ManageApps, None, &req.idempotency_key, {
+            |ctx, _| async move {
+                let done = self.commands.rotate_client_secret(&ctx, &id).await.map_err(|e| status(&e))?;
+                Ok(RotateClientSecretResponse {
+                    client_secret: done.client_secret.unwrap_or_default(),
+                    position: done.position,
+                })
+            }
+        })
+        .await
     }
 
     async fn disable_app(&self, request: Request<AppRequest>) -> Result<Response<AppCommandResponse>, Status> {
@@ -170,6 +222,9 @@ impl AppService for AppApi {
                     environment: r.environment,
                     disabled: r.disabled,
                     registered_at: rfc3339(r.registered_at),
+                    client_type: client_type(r.confidential).as_str().to_string(),
+                    redirect_uris: r.redirect_uris,
+                    post_logout_redirect_uris: r.post_logout_redirect_uris,
                 })
                 .collect();
             Ok(ListAppsResponse { apps, next_page_token: next })

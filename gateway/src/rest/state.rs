@@ -41,4 +41,6 @@ pub struct AppState {
     pub streams: Arc<crate::limits::streams::StreamSlots>,
     /// Places for requests waiting for `X-Keel-Min-Position`.
     pub position_waiters: Arc<tokio::sync::Semaphore>,
+    /// Managed apps as OpenID Connect clients (ADR 0025).
+    pub oidc_clients: keel_commands::oidc_clients::OidcClients,
 }

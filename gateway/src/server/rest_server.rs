@@ -44,6 +44,7 @@ pub async fn serve(
         shutdown: tasks.stop.clone(),
         streams: services.streams.clone(),
         position_waiters: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_position_waiters.max(1))),
+        oidc_clients: keel_commands::oidc_clients::OidcClients::new(pool.clone()),
     });
     let mut stop = tasks.stop.clone();
     tasks.spawn(async move {
