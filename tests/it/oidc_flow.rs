@@ -10,12 +10,12 @@ use std::time::Duration;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
-use keel_gateway::proto::{AppRequest, RegisterAppRequest};
+use keel_gateway::proto::{AppRequest, RegisterAppRequest, SuspendTenantRequest, UserRequest};
 use keel_tests::{TestEnv, eventually};
 use sha2::{Digest, Sha256};
 
 use crate::apps::app_client;
-use crate::support::{PASSWORD, authed, key, tenant_with_owner};
+use crate::support::{PASSWORD, authed, key, tenant_client, tenant_with_owner, user_client};
 
 /// A browser: no redirects followed, cookies kept by name.
 struct Browser {
@@ -441,5 +441,74 @@ async fn oidc_refuses_what_the_protocol_forbids() {
     assert_eq!((answer.status, answer.location.as_str()), (400, ""));
     let (status, body) = exchange(code, app.clone(), verifier.clone()).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    keel.stop().await;
+}
+
+/// Signs in through app `app` (tenant `domain`) and exchanges the code: the token answer.
+async fn code_flow(
+    browser: &mut Browser,
+    base: &str,
+    app: &str,
+    redirect: &str,
+    domain: &str,
+    email: &str,
+) -> serde_json::Value {
+    let (verifier, challenge) = pkce();
+    let login =
+        browser.get(&authorize_path(app, redirect, &challenge, &[("tenant", domain), ("prompt", "login")])).await;
+    let interaction = query_of(&login.location)["interaction"].clone();
+    let signed_in = browser.sign_in(domain, email, PASSWORD, &interaction).await;
+    let code = query_of(&signed_in.location)["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", app),
+    ];
+    let (status, tokens) = token(base, &form, None).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+#[tokio::test]
+async fn oidc_client_tokens_end_with_every_trigger_that_ends_the_browser_session() {
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let operator = env.operator_token().await;
+    let (tenant_id, domain, email, owner) = tenant_with_owner(&env, &keel, &operator, "oidcrev").await;
+    let base = format!("http://{}", keel.rest_addr);
+    let redirect = "https://rev.example/cb";
+    let (app, _) = register(keel.grpc_addr, &operator, "Rev", redirect, "https://rev.example/bye", false).await;
+    let mut browser = Browser::new(keel.rest_addr);
+    let refresh_fails = |tokens: serde_json::Value| {
+        let (base, app) = (base.clone(), app.clone());
+        async move {
+            let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+            let form =
+                [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", app.as_str())];
+            let (status, body) = token(&base, &form, None).await;
+            (status, body["error"].as_str().map(str::to_string)) == (400, Some("invalid_grant".to_string()))
+        }
+    };
+
+    // An administrator ends all of the user's sessions: the app's tokens and the cookie end.
+    let tokens = code_flow(&mut browser, &base, &app, redirect, &domain, &email).await;
+    let user_id =
+        verify_id_token(&base, tokens["id_token"].as_str().unwrap(), &app).await["sub"].as_str().unwrap().to_string();
+    let request = UserRequest { tenant_id: tenant_id.clone(), user_id, idempotency_key: key() };
+    user_client(keel.grpc_addr).await.revoke_user_sessions(authed(request, &owner)).await.expect("revoke all");
+    assert!(refresh_fails(tokens).await, "the app's refresh token ended with the user's sessions");
+    let (_, challenge) = pkce();
+    let silent = browser.get(&authorize_path(&app, redirect, &challenge, &[("prompt", "none")])).await;
+    assert_eq!(query_of(&silent.location)["error"], "login_required", "the cookie session ended too");
+
+    // The tenant is suspended: the same.
+    let tokens = code_flow(&mut browser, &base, &app, redirect, &domain, &email).await;
+    let request = SuspendTenantRequest { tenant_id, reason: "x".into(), idempotency_key: key() };
+    tenant_client(keel.grpc_addr).await.suspend_tenant(authed(request, &operator)).await.expect("suspend");
+    assert!(refresh_fails(tokens).await, "the app's refresh token ended with the tenant's sessions");
+    let silent = browser.get(&authorize_path(&app, redirect, &challenge, &[("prompt", "none")])).await;
+    assert_eq!(query_of(&silent.location)["error"], "login_required");
     keel.stop().await;
 }
