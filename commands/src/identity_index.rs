@@ -28,6 +28,8 @@ pub mod end_reason {
     pub const TENANT_SUSPENDED: &str = "tenant_suspended";
     /// The tenant's deletion was requested.
     pub const TENANT_DELETED: &str = "tenant_deleted";
+    /// The browser session a client's session belongs to ended (ADR 0024).
+    pub const PARENT_ENDED: &str = "parent_ended";
 }
 
 /// The identity index: `auth_tenants`, `auth_users`, `auth_credentials` and `auth_sessions`.
@@ -232,16 +234,33 @@ async fn apply_directory(
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+        end_late_children(tx, "user_id", user_id.as_str()).await?;
     }
     Ok(())
 }
 
 async fn apply_session(tx: &mut PgConnection, event: SessionEvent) -> Result<(), sqlx::Error> {
     match event {
-        SessionEvent::Opened { session_id, user_id, tenant_id, role, opened_at, expires_at } => {
+        SessionEvent::Opened { session_id, user_id, tenant_id, role, opened_at, expires_at, parent } => {
+            // A client's session is born ended if its browser session has ended. The parent's
+            // row is locked so that a revocation of the parent running concurrently either
+            // commits first (seen here) or waits and then ends this child too.
+            let parent_ended = match &parent {
+                Some(p) => sqlx::query_scalar::<_, bool>(
+                    "SELECT revoked_at IS NOT NULL OR expires_at <= now() FROM auth_sessions
+                     WHERE session_id = $1 FOR SHARE",
+                )
+                .bind(p.session_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(true),
+                None => false,
+            };
             sqlx::query(
-                "INSERT INTO auth_sessions (session_id, user_id, tenant_id, role, opened_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO auth_sessions (session_id, user_id, tenant_id, role, opened_at, expires_at,
+                                            parent_session_id, client_id, revoked_at, revoke_reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                         CASE WHEN $9 THEN now() END, CASE WHEN $9 THEN $10 END)",
             )
             .bind(session_id.as_str())
             .bind(user_id.as_str())
@@ -249,6 +268,10 @@ async fn apply_session(tx: &mut PgConnection, event: SessionEvent) -> Result<(),
             .bind(role.as_str())
             .bind(opened_at)
             .bind(expires_at)
+            .bind(parent.as_ref().map(|p| p.session_id.as_str()))
+            .bind(parent.as_ref().map(|p| p.client_id.as_str()))
+            .bind(parent_ended)
+            .bind(end_reason::PARENT_ENDED)
             .execute(&mut *tx)
             .await?;
         }
@@ -259,6 +282,16 @@ async fn apply_session(tx: &mut PgConnection, event: SessionEvent) -> Result<(),
             )
             .bind(session_id.as_str())
             .bind(reason.as_str())
+            .execute(&mut *tx)
+            .await?;
+            // A separate statement (a fresh snapshot): it also sees a child whose opening
+            // waited for the parent's row lock taken just above.
+            sqlx::query(
+                "UPDATE auth_sessions SET revoked_at = now(), revoke_reason = $2
+                 WHERE parent_session_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(session_id.as_str())
+            .bind(end_reason::PARENT_ENDED)
             .execute(&mut *tx)
             .await?;
         }
@@ -282,5 +315,17 @@ async fn end_tenant_sessions(
     .bind(status)
     .execute(&mut *tx)
     .await?;
+    end_late_children(tx, "tenant_id", tenant_id).await
+}
+
+/// Ends the clients' sessions (ADR 0024) of the user or tenant that a statement before it
+/// could not see: one whose opening waited for its browser session's row lock committed
+/// after that statement's snapshot. A fresh statement sees it.
+async fn end_late_children(tx: &mut PgConnection, column: &'static str, id: &str) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE auth_sessions SET revoked_at = now(), revoke_reason = $2
+         WHERE {column} = $1 AND parent_session_id IS NOT NULL AND revoked_at IS NULL"
+    );
+    sqlx::query(&sql).bind(id).bind(end_reason::PARENT_ENDED).execute(&mut *tx).await?;
     Ok(())
 }

@@ -148,3 +148,8 @@ pub async fn revoked_since(
     .fetch_all(pool)
     .await
 }
+
+/// The e-mail address of user `user_id` (for OpenID Connect userinfo, ADR 0024).
+pub async fn user_email(pool: &PgPool, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT email FROM auth_users WHERE user_id = $1").bind(user_id).fetch_optional(pool).await
+}

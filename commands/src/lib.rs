@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod authorization_codes;
 pub mod billing;
 pub mod bus;
 pub mod command_scope;

@@ -20,9 +20,10 @@ use keel_domain::directory::UserRole;
 use keel_domain::envelope::{Actor, ActorType};
 use keel_domain::ids::{SessionId, TenantId, UserId};
 use keel_domain::login_guard::ThrottledSubject;
-use keel_domain::session::{RevokeReason, Session, SessionCommand};
+use keel_domain::session::{ParentSession, RevokeReason, Session, SessionCommand};
 use keel_domain::validate;
 
+use crate::authorization_codes::{self as codes, NewCode};
 use crate::bus::{self, CommandContext, CommandError, Framework};
 use crate::passwords::{PasswordError, Passwords};
 use crate::secret;
@@ -87,6 +88,45 @@ pub struct SessionGrant {
     pub refresh_token: String,
     /// When the session ends at the latest.
     pub expires_at: DateTime<Utc>,
+}
+
+/// A client's session opened by an authorization code exchange, and what the code
+/// carried (for the ID token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The client's session and its refresh token.
+    pub grant: SessionGrant,
+    /// The code's scope, nonce, browser session and user.
+    pub redeemed: codes::Redeemed,
+}
+
+/// An open browser session (the `keel_session` cookie's).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BrowserSession {
+    /// The session.
+    pub session_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// The user's tenant (`None` for platform users).
+    pub tenant_id: Option<String>,
+    /// That tenant's domain.
+    pub tenant_domain: Option<String>,
+    /// The user's role.
+    pub role: String,
+    /// When the user signed in (`auth_time`).
+    pub opened_at: DateTime<Utc>,
+    /// When it ends at the latest.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session to open.
+struct Opening<'a> {
+    session_id: SessionId,
+    user_id: &'a str,
+    tenant_id: Option<String>,
+    role: UserRole,
+    expires_at: DateTime<Utc>,
+    parent: Option<ParentSession>,
 }
 
 /// What introspection tells about a usable refresh token.
@@ -235,17 +275,14 @@ impl Sessions {
         }
         let role: UserRole = account.role.parse().map_err(|_| LoginError::Unavailable)?;
         let tenant_id = (!tenant_id.is_empty()).then_some(tenant_id);
-        self.open(correlation_id, &account.user_id, tenant_id, role).await
+        let session_id = SessionId::from_ulid(ulid::Ulid::new());
+        let expires_at = Utc::now() + self.ttl;
+        let opening = Opening { session_id, user_id: &account.user_id, tenant_id, role, expires_at, parent: None };
+        self.open(correlation_id, opening).await
     }
 
-    async fn open(
-        &self,
-        correlation_id: &str,
-        user_id: &str,
-        tenant_id: Option<String>,
-        role: UserRole,
-    ) -> Result<SessionGrant, LoginError> {
-        let session_id = SessionId::from_ulid(ulid::Ulid::new());
+    async fn open(&self, correlation_id: &str, opening: Opening<'_>) -> Result<SessionGrant, LoginError> {
+        let Opening { session_id, user_id, tenant_id, role, expires_at, parent } = opening;
         let user: UserId = user_id.parse().map_err(|_| LoginError::Unavailable)?;
         let tenant: Option<TenantId> = tenant_id.as_deref().and_then(|t| t.parse().ok());
         let ctx = CommandContext::new(
@@ -253,7 +290,6 @@ impl Sessions {
             correlation_id.to_string(),
             session_id.to_string(),
         );
-        let expires_at = ctx.received_at + self.ttl;
         let cmd = SessionCommand::Open {
             session_id: session_id.clone(),
             user_id: user,
@@ -261,6 +297,7 @@ impl Sessions {
             role,
             expires_at,
             at: ctx.received_at,
+            parent,
         };
         bus::execute(&self.sessions, session_id.as_str(), cmd, ctx.metadata(tenant_id.as_deref()))
             .await
@@ -276,8 +313,14 @@ impl Sessions {
     }
 
     /// Rotates a refresh token: returns the session with the next generation's token.
-    /// A used token ends the session.
-    pub async fn refresh(&self, correlation_id: &str, token: &str) -> Result<SessionGrant, RefreshError> {
+    /// A used token ends the session. `client` is the OpenID client presenting it: a
+    /// client's session (ADR 0024) rotates only for that client, a sign-in's only without one.
+    pub async fn refresh(
+        &self,
+        correlation_id: &str,
+        token: &str,
+        client: Option<&str>,
+    ) -> Result<SessionGrant, RefreshError> {
         let (session_id, generation) = self.parse_refresh_token(token).ok_or(RefreshError::InvalidGrant)?;
         let unavailable = |e: sqlx::Error| {
             tracing::error!(error = %e, "refresh failed");
@@ -286,10 +329,12 @@ impl Sessions {
         let rotated: Option<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE auth_sessions SET refresh_generation = refresh_generation + 1, refreshed_at = now()
              WHERE session_id = $1 AND refresh_generation = $2 AND revoked_at IS NULL AND expires_at > now()
+               AND client_id IS NOT DISTINCT FROM $3
              RETURNING user_id, tenant_id, role, expires_at",
         )
         .bind(&session_id)
         .bind(generation)
+        .bind(client)
         .fetch_optional(&self.rotation)
         .await
         .map_err(unavailable)?;
@@ -321,6 +366,80 @@ impl Sessions {
                 .map_err(|_| RefreshError::Unavailable)?;
         }
         Err(RefreshError::InvalidGrant)
+    }
+
+    /// Stores a new authorization code for the browser session in `new` (ADR 0024).
+    pub async fn issue_code(&self, new: &NewCode<'_>) -> Result<String, sqlx::Error> {
+        codes::issue(&self.pool, new).await
+    }
+
+    /// Exchanges an authorization code (ADR 0024): consumes it if it was issued to
+    /// `client_id` for `redirect_uri` with the PKCE challenge of `verifier`, and opens the
+    /// client's session under the browser session. A code presented again ends the
+    /// session its first exchange opened.
+    pub async fn exchange_code(
+        &self,
+        correlation_id: &str,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<CodeGrant, RefreshError> {
+        let unavailable = |e: sqlx::Error| {
+            tracing::error!(error = %e, "code exchange failed");
+            RefreshError::Unavailable
+        };
+        let challenge = codes::s256(verifier).ok_or(RefreshError::InvalidGrant)?;
+        let session_id = SessionId::from_ulid(ulid::Ulid::new());
+        let redeemed = codes::redeem(&self.pool, code, client_id, redirect_uri, &challenge, session_id.as_str())
+            .await
+            .map_err(unavailable)?;
+        let Some(redeemed) = redeemed else {
+            if let Some(issued) = codes::mark_replayed(&self.pool, code).await.map_err(unavailable)? {
+                tracing::warn!(session_id = %issued, "authorization code replayed; ending what it issued");
+                self.end_replayed(correlation_id, &issued).await?;
+            }
+            return Err(RefreshError::InvalidGrant);
+        };
+        let parent: keel_domain::ids::SessionId = redeemed.session_id.parse().map_err(|_| RefreshError::Unavailable)?;
+        let opening = Opening {
+            session_id,
+            user_id: &redeemed.user_id,
+            tenant_id: redeemed.tenant_id.clone(),
+            role: redeemed.role.parse().map_err(|_| RefreshError::Unavailable)?,
+            expires_at: redeemed.expires_at,
+            parent: Some(ParentSession { session_id: parent, client_id: client_id.to_string() }),
+        };
+        let grant = self.open(correlation_id, opening).await.map_err(|_| RefreshError::Unavailable)?;
+        // A replay that came while the session was opening could not end it: end it now.
+        if codes::was_replayed(&self.pool, code).await.map_err(unavailable)? {
+            self.end_replayed(correlation_id, &grant.session_id).await?;
+            return Err(RefreshError::InvalidGrant);
+        }
+        Ok(CodeGrant { grant, redeemed })
+    }
+
+    async fn end_replayed(&self, correlation_id: &str, session_id: &str) -> Result<(), RefreshError> {
+        let ctx =
+            CommandContext::new(Actor::system("code_replay"), correlation_id.to_string(), format!("code:{session_id}"));
+        match self.revoke(&ctx, session_id, RevokeReason::AuthorizationCodeReuse).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.failure == bus::Failure::NotFound => Ok(()),
+            Err(_) => Err(RefreshError::Unavailable),
+        }
+    }
+
+    /// The open browser session `session_id` (a sign-in's, not a client's), for the
+    /// `keel_session` cookie (ADR 0024).
+    pub async fn browser_session(&self, session_id: &str) -> Result<Option<BrowserSession>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.session_id, s.user_id, s.tenant_id, t.domain AS tenant_domain, s.role, s.opened_at, s.expires_at
+             FROM auth_sessions s LEFT JOIN auth_tenants t ON t.tenant_id = s.tenant_id
+             WHERE s.session_id = $1 AND s.parent_session_id IS NULL AND s.revoked_at IS NULL AND s.expires_at > now()",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Ends a session (logout or administrative revocation); idempotent.

@@ -19,6 +19,7 @@ mod interfaces;
 mod limits;
 mod metrics;
 mod oidc_clients;
+mod oidc_flow;
 mod pages;
 mod projector;
 mod projector_rejoin;

@@ -23,6 +23,8 @@ pub enum RevokeReason {
     Administrative,
     /// A refresh token was presented twice, so it may have been stolen.
     RefreshTokenReuse,
+    /// The authorization code the session was issued for was presented again (ADR 0024).
+    AuthorizationCodeReuse,
 }
 
 impl RevokeReason {
@@ -32,8 +34,18 @@ impl RevokeReason {
             RevokeReason::Logout => "logout",
             RevokeReason::Administrative => "administrative",
             RevokeReason::RefreshTokenReuse => "refresh_token_reuse",
+            RevokeReason::AuthorizationCodeReuse => "authorization_code_reuse",
         }
     }
+}
+
+/// The browser session a client's session belongs to (OpenID Connect code flow, ADR 0024).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ParentSession {
+    /// The browser session (the `keel_session` cookie's).
+    pub session_id: SessionId,
+    /// The client (managed app id) the session was issued to.
+    pub client_id: String,
 }
 
 /// A command on a session.
@@ -53,6 +65,9 @@ pub enum SessionCommand {
         expires_at: DateTime<Utc>,
         /// When.
         at: DateTime<Utc>,
+        /// For a session a client got through the authorization code flow: the browser
+        /// session it belongs to (ending that ends this one) and the client.
+        parent: Option<ParentSession>,
     },
     /// End the session. Revoking a revoked session changes nothing.
     Revoke {
@@ -96,6 +111,10 @@ events! {
             opened_at: DateTime<Utc>,
             /// When it ends at the latest.
             expires_at: DateTime<Utc>,
+            /// The browser session and client of a session opened by a code exchange;
+            /// absent for sign-ins.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            parent: Option<ParentSession>,
         },
         /// The session ended before it expired.
         "session.revoked" => Revoked {
@@ -160,8 +179,16 @@ impl Session {
         match (command, &self.id) {
             (SessionCommand::Open { .. }, Some(_)) => Err(SessionError::AlreadyOpen),
             (SessionCommand::Open { expires_at, at, .. }, None) if expires_at <= at => Err(SessionError::InvalidExpiry),
-            (SessionCommand::Open { session_id, user_id, tenant_id, role, expires_at, at }, None) => {
-                Ok(Some(SessionEvent::Opened { session_id, user_id, tenant_id, role, opened_at: at, expires_at }))
+            (SessionCommand::Open { session_id, user_id, tenant_id, role, expires_at, at, parent }, None) => {
+                Ok(Some(SessionEvent::Opened {
+                    session_id,
+                    user_id,
+                    tenant_id,
+                    role,
+                    opened_at: at,
+                    expires_at,
+                    parent,
+                }))
             }
             (SessionCommand::Revoke { .. }, None) => Err(SessionError::NotFound),
             (SessionCommand::Revoke { .. }, Some(_)) if self.revoked => Ok(None),
@@ -219,6 +246,7 @@ mod tests {
             role: UserRole::Admin,
             expires_at,
             at: t0(),
+            parent: None,
         }
     }
 
@@ -230,6 +258,7 @@ mod tests {
             role: UserRole::Admin,
             opened_at: t0(),
             expires_at: t0() + Duration::hours(8),
+            parent: None,
         }
     }
 
@@ -243,6 +272,32 @@ mod tests {
             .given_no_previous_events()
             .when(open(Some(tid()), t0() + Duration::hours(8)))
             .then_expect_events(vec![opened(Some(tid()))]);
+    }
+
+    #[test]
+    fn a_client_session_names_its_browser_session() {
+        let parent = ParentSession {
+            session_id: "ses_01jd0000000000000000000002".parse().unwrap(),
+            client_id: "app_01jd0000000000000000000001".into(),
+        };
+        let SessionCommand::Open { session_id, user_id, tenant_id, role, expires_at, at, .. } =
+            open(Some(tid()), t0() + Duration::hours(8))
+        else {
+            unreachable!()
+        };
+        let child =
+            SessionCommand::Open { session_id, user_id, tenant_id, role, expires_at, at, parent: Some(parent.clone()) };
+        let SessionEvent::Opened { session_id, user_id, tenant_id, role, opened_at, expires_at, .. } =
+            opened(Some(tid()))
+        else {
+            unreachable!()
+        };
+        let event =
+            SessionEvent::Opened { session_id, user_id, tenant_id, role, opened_at, expires_at, parent: Some(parent) };
+        Given::with(()).given_no_previous_events().when(child).then_expect_events(vec![event.clone()]);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["parent"]["session_id"], "ses_01jd0000000000000000000002");
+        assert!(serde_json::to_value(opened(None)).unwrap().get("parent").is_none(), "sign-ins carry no parent");
     }
 
     #[test]

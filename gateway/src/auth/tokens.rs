@@ -59,6 +59,40 @@ pub struct AccessClaims {
     pub sid: String,
 }
 
+/// The claims of an ID token (ADR 0024).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// Issuer: Keel's public URL.
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// The client (app id).
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user signed in.
+    pub auth_time: i64,
+    /// The authorization request's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The browser session (the same for every client it signed in).
+    pub sid: String,
+    /// The user's tenant; absent for platform users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// The user's e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the e-mail was verified (an invitation or a reset reached it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// How the user authenticated (`pwd`).
+    #[serde(default)]
+    pub amr: Vec<String>,
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -224,22 +258,62 @@ impl TokenService {
         self.keys.read().map(|k| k.jwks.clone()).unwrap_or_default()
     }
 
-    /// The OpenID Connect discovery document.
+    /// The OpenID Connect discovery document (ADR 0024).
     pub fn discovery(&self) -> serde_json::Value {
         let base = &self.issuer;
         serde_json::json!({
             "issuer": base,
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "authorization_endpoint": format!("{base}/v1/auth/authorize"),
             "token_endpoint": format!("{base}/v1/auth/token"),
+            "userinfo_endpoint": format!("{base}/v1/auth/userinfo"),
+            "end_session_endpoint": format!("{base}/v1/auth/end-session"),
             "introspection_endpoint": format!("{base}/v1/auth/introspect"),
             "revocation_endpoint": format!("{base}/v1/auth/logout"),
-            "grant_types_supported": ["password", "refresh_token"],
-            "response_types_supported": ["token"],
+            "scopes_supported": ["openid", "email", "profile", "offline_access"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["EdDSA"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "tid", "role", "sid"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "prompt_values_supported": ["none", "login"],
+            "claims_supported": [
+                "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "tid", "email",
+                "email_verified", "amr", "role"
+            ],
+            "authorization_response_iss_parameter_supported": true,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
         })
+    }
+
+    /// Signs an ID token (OpenID Connect Core §2) with the access tokens' key.
+    pub fn issue_id_token(&self, claims: &IdClaims) -> Option<String> {
+        let keys = self.keys.read().ok()?;
+        let (kid, key) = keys.signing.as_ref()?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, key).ok()
+    }
+
+    /// The claims of an ID token Keel signed (for `id_token_hint`): signature by a
+    /// published key and issuer; its expiry does not matter.
+    pub fn verify_id_token_hint(&self, token: &str) -> Option<IdClaims> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let keys = self.keys.read().ok()?;
+        let key = keys.verifying.get(&kid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+        jsonwebtoken::decode::<IdClaims>(token, key, &validation).map(|d| d.claims).ok()
     }
 
     /// Signs an access token for `grant`; returns it with its lifetime in seconds.

@@ -55,13 +55,12 @@ pub struct SignedInUser {
     pub email: String,
 }
 
-/// Who is signed in with the request's Keel session cookie, if anyone.
-///
-/// MERGE HOOK: the `oidc` branch owns the `keel_session` cookie and its session lookup;
-/// the lead wires this function to it at merge. Until then no request is signed in, so
-/// `GET /` always answers 303 to `/login`.
-pub async fn signed_in_user(_state: &AppState, _headers: &HeaderMap) -> Option<SignedInUser> {
-    None
+/// Who is signed in with the request's Keel session cookie, if anyone (a cookie of an
+/// ended session signs no one in).
+pub async fn signed_in_user(state: &AppState, headers: &HeaderMap) -> Option<SignedInUser> {
+    let session = crate::rest::oidc::live_session(state, headers).await.ok()??;
+    let email = keel_commands::identity_queries::user_email(&state.pool, &session.user_id).await.ok()??;
+    Some(SignedInUser { email })
 }
 
 /// Adds the browser security headers to every page (and `no-store`, unless the handler

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use keel_commands::bus::CommandContext;
-use keel_commands::sessions::{LoginError, RefreshError, SessionGrant};
+use keel_commands::sessions::{LoginError, SessionGrant};
 use keel_commands::users::ResetError;
 use keel_domain::envelope::Actor;
 use keel_domain::session::RevokeReason;
@@ -33,7 +33,6 @@ pub fn routes() -> Routes {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/auth/login", post(login))
-        .route("/v1/auth/token", post(token))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/introspect", post(introspect))
         .route("/v1/auth/invitations/accept", post(accept_invitation))
@@ -44,7 +43,6 @@ pub fn routes() -> Routes {
 /// The sign-in part of the OpenAPI document.
 pub fn openapi(doc: &mut ApiDoc) {
     doc.schema::<LoginRequest>()
-        .schema::<RefreshRequest>()
         .schema::<LogoutRequest>()
         .schema::<IntrospectRequest>()
         .schema::<TokenAndPassword>()
@@ -67,15 +65,6 @@ pub fn openapi(doc: &mut ApiDoc) {
                     ("429", "too_many_attempts (Retry-After)"),
                     ("503", "overloaded: too many sign-ins at once (Retry-After)"),
                 ],
-            ),
-        ),
-        (
-            "/v1/auth/token",
-            auth_post(
-                "Refresh: a single-use refresh token for a new pair",
-                "RefreshRequest",
-                ("200", ok("TokenResponse")),
-                &[("401", "invalid_grant (a reused token also ends the session)")],
             ),
         ),
         (
@@ -251,16 +240,16 @@ pub struct UserChangedResponse {
     pub position: i64,
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|_| Problem::bad_request("invalid_body", "the body is not the expected JSON"))
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     response
 }
 
-fn grant(state: &AppState, grant: &SessionGrant) -> Result<Response, Problem> {
+pub(crate) fn grant(state: &AppState, grant: &SessionGrant) -> Result<Response, Problem> {
     let (access_token, expires_in) =
         state.auth.tokens().issue(grant).ok_or_else(|| Problem::internal(&"no signing key"))?;
     let body =
@@ -286,31 +275,49 @@ async fn login(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let req: LoginRequest = parse(&body)?;
-    if req.email.len() > 254 || req.password.chars().count() > keel_domain::directory::MAX_PASSWORD_CHARS {
+    let session =
+        sign_in(&state, &correlation, peer, &headers, req.tenant.as_deref(), &req.email, &req.password).await?;
+    grant(&state, &session)
+}
+
+/// A password sign-in, shared by `POST /v1/auth/login` and `POST /v1/auth/session`:
+/// limits, throttles, the hashing queue, enumeration-safe refusals (as problems with the
+/// codes `invalid_credentials`, `too_many_attempts`, `tenant_suspended`, `user_disabled`,
+/// `overloaded`, `unavailable`) and the audit record of the attempt.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    correlation: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+    email: &str,
+    password: &str,
+) -> Result<SessionGrant, Problem> {
+    if email.len() > 254 || password.chars().count() > keel_domain::directory::MAX_PASSWORD_CHARS {
         return Err(login_problem(LoginError::InvalidCredentials));
     }
-    let client = client_address(peer.ip(), &headers, &state.settings.trusted_proxies);
-    let result =
-        state.sessions.login(&correlation, Some(client), req.tenant.as_deref(), &req.email, &req.password).await;
+    let client = client_address(peer.ip(), headers, &state.settings.trusted_proxies);
+    let result = state.sessions.login(correlation, Some(client), tenant, email, password).await;
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     match result {
         Ok(session) => {
             tracing::info!(session_id = %session.session_id, user_id = %session.user_id, "signed in");
-            let actor = match session.role {
-                keel_domain::directory::UserRole::Operator => "operator",
-                keel_domain::directory::UserRole::Auditor => "auditor",
-                _ => "user",
-            };
-            let record =
-                login_record(&correlation, client, agent, session.tenant_id.clone(), (actor, &session.user_id), None);
-            audit_login(&state, record).await;
-            grant(&state, &session)
+            let record = login_record(
+                correlation,
+                client,
+                agent,
+                session.tenant_id.clone(),
+                (actor_type(session.role), &session.user_id),
+                None,
+            );
+            audit_login(state, record).await;
+            Ok(session)
         }
         Err(err) => {
             tracing::info!(reason = ?std::mem::discriminant(&err), "sign-in refused");
             let problem = login_problem(err);
             // Who tried is not known (and a refusal never tells whether the account exists).
-            let record = login_record(&correlation, client, agent, None, ("anonymous", ""), Some(&problem.code));
+            let record = login_record(correlation, client, agent, None, ("anonymous", ""), Some(&problem.code));
             // Anyone can repeat a refused sign-in: coalesced and bounded, on the platform chain.
             state.auth.refusals().record(record).await;
             Err(problem)
@@ -318,8 +325,17 @@ async fn login(
     }
 }
 
+/// The audit actor type of a user with `role`.
+pub(crate) fn actor_type(role: keel_domain::directory::UserRole) -> &'static str {
+    match role {
+        keel_domain::directory::UserRole::Operator => "operator",
+        keel_domain::directory::UserRole::Auditor => "auditor",
+        _ => "user",
+    }
+}
+
 /// The audit record of a sign-in attempt (no e-mail address, no password).
-fn login_record(
+pub(crate) fn login_record(
     correlation: &str,
     client: IpAddr,
     agent: &str,
@@ -351,7 +367,7 @@ fn login_record(
     }
 }
 
-async fn audit_login(state: &AppState, record: keel_domain::audit::AuditInput) {
+pub(crate) async fn audit_login(state: &AppState, record: keel_domain::audit::AuditInput) {
     if let Err(err) = state.auth.audit().append(vec![record]).await {
         tracing::error!(error = %err, "audit record of a sign-in not written");
     }
@@ -381,21 +397,6 @@ fn login_problem(err: LoginError) -> Problem {
         },
         LoginError::Unavailable => Problem::unavailable("unavailable", err.to_string(), 1),
         LoginError::Busy { retry_after } => Problem::unavailable("overloaded", err.to_string(), retry_after),
-    }
-}
-
-async fn token(
-    State(state): State<AppState>,
-    Extension(CorrelationId(correlation)): Extension<CorrelationId>,
-    body: Bytes,
-) -> Result<Response, Problem> {
-    let req: RefreshRequest = parse(&body)?;
-    match state.sessions.refresh(&correlation, &req.refresh_token).await {
-        Ok(session) => grant(&state, &session),
-        Err(err @ RefreshError::InvalidGrant) => {
-            Err(Problem::new(StatusCode::UNAUTHORIZED, "invalid_grant", err.to_string()))
-        }
-        Err(err @ RefreshError::Unavailable) => Err(Problem::unavailable("unavailable", err.to_string(), 1)),
     }
 }
 

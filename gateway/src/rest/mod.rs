@@ -17,6 +17,7 @@ pub mod health_system;
 pub mod limits;
 pub mod metrics;
 pub mod ofrep;
+pub mod oidc;
 pub mod openapi;
 pub mod pagination;
 pub mod password_policy;
@@ -50,12 +51,17 @@ const OPENAPI_PATH: &str = "/v1/openapi.json";
 type Resource = (fn() -> Routes, fn(&mut ApiDoc));
 
 /// Every resource.
-const RESOURCES: [Resource; 11] = [
+const RESOURCES: [Resource; 16] = [
     (health::routes, health::openapi),
     (metrics::routes, metrics::openapi),
     (health_system::routes, health_system::openapi),
     (auth::routes, auth::openapi),
     (password_policy::routes, password_policy::openapi),
+    (oidc::authorize::routes, oidc::authorize::openapi),
+    (oidc::session::routes, oidc::session::openapi),
+    (oidc::token::routes, oidc::token::openapi),
+    (oidc::userinfo::routes, oidc::userinfo::openapi),
+    (oidc::end_session::routes, oidc::end_session::openapi),
     (tenants::routes, tenants::openapi),
     (flags::routes, flags::openapi),
     (ofrep::routes, ofrep::openapi),
@@ -79,6 +85,11 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(password_policy::routes())
         .merge(crate::pages::routes())
+        .merge(oidc::authorize::routes())
+        .merge(oidc::session::routes())
+        .merge(oidc::token::routes())
+        .merge(oidc::userinfo::routes())
+        .merge(oidc::end_session::routes())
         .merge(flags::routes())
         .merge(routing::routes())
         .merge(billing::routes())
@@ -259,12 +270,14 @@ mod tests {
                         missing.push(format!("{method} {path}: no {status}"));
                     }
                 }
-                // Every refusal has a body schema: a problem document (OFREP's own errors excepted).
+                // Every refusal has a body schema: a problem document (OFREP's own errors, and
+                // the OpenID Provider's HTML error page for browsers, excepted: ADR 0024).
                 for (status, response) in responses {
                     let refusal = status.starts_with('4') || status.starts_with('5');
                     let content = &response["content"];
                     let described = content["application/problem+json"]["schema"].is_object()
-                        || (path.starts_with("/ofrep/") && content["application/json"]["schema"].is_object());
+                        || (path.starts_with("/ofrep/") && content["application/json"]["schema"].is_object())
+                        || (path.starts_with("/v1/auth/") && content["text/html"]["schema"].is_object());
                     if refusal && !described && path != "/readyz" {
                         missing.push(format!("{method} {path}: {status} is not a problem document"));
                     }
