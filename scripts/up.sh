@@ -16,6 +16,9 @@ export KEEL_REST_ADDR="${KEEL_REST_ADDR:-127.0.0.1:8080}"
 export KEEL_GRPC_ADDR="${KEEL_GRPC_ADDR:-127.0.0.1:50051}"
 export KEEL_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
 export KEEL_DATA_DIR="$KEEL_STATE_DIR"
+# The issuer, and the origin of the pages and of the links in e-mails: localhost (a
+# browser treats it as a secure context, and a WebAuthn relying party cannot be an IP).
+export KEEL_PUBLIC_URL="${KEEL_PUBLIC_URL:-http://localhost:${KEEL_REST_ADDR##*:}}"
 
 # A path relative to the repo root when it is inside it (for messages).
 pretty() { echo "${1#"$KEEL_ROOT"/}"; }
@@ -87,7 +90,8 @@ fi
 cat <<EOF
 
 Keel is up.
-  REST API   http://$KEEL_REST_ADDR
+  Sign in    $KEEL_PUBLIC_URL/login
+  REST API   http://$KEEL_REST_ADDR  (OpenID Provider: $KEEL_PUBLIC_URL/.well-known/openid-configuration)
   gRPC API   $KEEL_GRPC_ADDR
   Broker     $KEEL_KAFKA_BROKERS
   Postgres   127.0.0.1:$KEEL_PG_PORT (connection URLs in $(pretty "$KEEL_STATE_DIR/db.env"))
