@@ -27,9 +27,6 @@ pub const COOKIE: &str = "keel_csrf";
 /// The form field repeating it.
 pub const FIELD: &str = "csrf";
 
-/// The largest form body read (the sign-in form with an `interaction` is far smaller).
-pub const MAX_FORM_BYTES: usize = 64 * 1024;
-
 /// Form posts that carry their own credential and never act on a browser's cookies, so a
 /// forged one gains nothing: the token endpoint (client authentication, RFC 6749),
 /// userinfo and introspection (bearer tokens), and RP-initiated logout, which OpenID
@@ -120,7 +117,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     }
     let cookie = super::cookie(request.headers(), COOKIE).map(str::to_string);
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, forms::MAX_FORM_BYTES).await else {
         return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the form is too large").into_response();
     };
     let fields = forms::fields(&bytes);

@@ -223,6 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn the_document_describes_the_form_answers_of_the_password_apis() {
+        let doc = document();
+        for api in ["/v1/auth/invitations/accept", "/v1/auth/password-reset", "/v1/auth/password-reset/confirm"] {
+            let operation = &doc["paths"][api]["post"];
+            assert!(operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].is_object());
+            assert!(operation["requestBody"]["content"]["application/json"]["schema"].is_object(), "JSON stays");
+            assert!(operation["responses"]["303"]["headers"]["Location"].is_object());
+            assert!(operation["responses"]["403"]["content"]["application/problem+json"].is_object());
+        }
+    }
+
+    #[test]
     fn each_resource_documents_exactly_the_operations_it_routes() {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
