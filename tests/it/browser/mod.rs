@@ -237,6 +237,7 @@ fn mailed_links(mailbox: &Path, to: &str, start: &str) -> Vec<String> {
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, std::fs::read_to_string(e.path()).ok()?)))
+        .map(|(at, text)| (at, readable(&text)))
         .filter(|(_, text)| text.lines().any(|l| l.starts_with("To: ") && l.contains(to)))
         .collect();
     messages.sort_by_key(|(at, _)| *at);
@@ -250,6 +251,32 @@ fn mailed_links(mailbox: &Path, to: &str, start: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The message as a mail client shows it: a quoted-printable body (lettre's choice for
+/// lines over 76 characters, such as a link with its token) decoded.
+fn readable(eml: &str) -> String {
+    if !eml.to_ascii_lowercase().contains("content-transfer-encoding: quoted-printable") {
+        return eml.to_string();
+    }
+    let joined = eml.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs the `keel` CLI (built by `make test` beside the test binaries) as the migration role;
