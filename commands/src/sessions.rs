@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::PgPool;
 
+use keel_domain::audit::AuditInput;
 use keel_domain::directory::UserRole;
 use keel_domain::envelope::{Actor, ActorType};
 use keel_domain::ids::{SessionId, TenantId, UserId};
@@ -25,6 +26,7 @@ use keel_domain::validate;
 
 use crate::authorization_codes::{self as codes, NewCode};
 use crate::bus::{self, CommandContext, CommandError, Framework};
+use crate::command_scope;
 use crate::passwords::{PasswordError, Passwords};
 use crate::secret;
 use crate::throttle::{Throttle, ThrottlePolicy, account_key, address_key};
@@ -212,14 +214,15 @@ impl Sessions {
         })
     }
 
-    /// Password login. `domain` names the tenant; `None` signs in a platform user.
+    /// Password login: `(domain, email, password)`, where `domain` names the tenant and
+    /// `None` signs in a platform user. `success_record` makes the audit record of a
+    /// sign-in from the user, tenant and role; it commits in the session's transaction.
     pub async fn login(
         &self,
         correlation_id: &str,
         client: Option<IpAddr>,
-        domain: Option<&str>,
-        email: &str,
-        password: &str,
+        (domain, email, password): (Option<&str>, &str, &str),
+        success_record: impl FnOnce(&str, Option<String>, UserRole) -> AuditInput + Send,
     ) -> Result<SessionGrant, LoginError> {
         let unavailable = |e: sqlx::Error| {
             tracing::error!(error = %e, "login lookup failed");
@@ -277,8 +280,11 @@ impl Sessions {
         let tenant_id = (!tenant_id.is_empty()).then_some(tenant_id);
         let session_id = SessionId::from_ulid(ulid::Ulid::new());
         let expires_at = Utc::now() + self.ttl;
+        // The sign-in's audit record commits with the session's opening (ADR 0016): one
+        // durable commit per sign-in, and no session without its record.
+        let record = success_record(&account.user_id, tenant_id.clone(), role);
         let opening = Opening { session_id, user_id: &account.user_id, tenant_id, role, expires_at, parent: None };
-        self.open(correlation_id, opening).await
+        command_scope::audited(record, self.open(correlation_id, opening)).await.0
     }
 
     async fn open(&self, correlation_id: &str, opening: Opening<'_>) -> Result<SessionGrant, LoginError> {

@@ -297,20 +297,14 @@ pub(crate) async fn sign_in(
         return Err(login_problem(LoginError::InvalidCredentials));
     }
     let client = client_address(peer.ip(), headers, &state.settings.trusted_proxies);
-    let result = state.sessions.login(correlation, Some(client), tenant, email, password).await;
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let success_record = |user_id: &str, tenant_id: Option<String>, role| {
+        login_record(correlation, client, agent, tenant_id, (actor_type(role), user_id), None)
+    };
+    let result = state.sessions.login(correlation, Some(client), (tenant, email, password), success_record).await;
     match result {
         Ok(session) => {
             tracing::info!(session_id = %session.session_id, user_id = %session.user_id, "signed in");
-            let record = login_record(
-                correlation,
-                client,
-                agent,
-                session.tenant_id.clone(),
-                (actor_type(session.role), &session.user_id),
-                None,
-            );
-            audit_login(state, record).await;
             Ok(session)
         }
         Err(err) => {
