@@ -2,12 +2,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's allocator: a command allocates and frees many small
-/// buffers (JSON, SQL arguments, protobuf), and glibc's malloc and free took about a
-/// fifth of the process's CPU in the backbone benchmark's profile (issue 19).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = keel_gateway::cli::parse();
