@@ -8,6 +8,8 @@
 //! sees a sentence and a fresh form; anything else is a 403 problem document. JSON
 //! requests are unaffected (a browser cannot send them cross-site without CORS).
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -19,7 +21,6 @@ use subtle::ConstantTimeEq;
 
 use super::forms;
 use crate::rest::problem::Problem;
-use crate::rest::state::AppState;
 
 /// The cookie holding the token.
 pub const COOKIE: &str = "keel_csrf";
@@ -64,12 +65,16 @@ enum Kind {
 
 fn kind(headers: &HeaderMap) -> Kind {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "application/x-www-form-urlencoded" => Kind::Form,
-        "multipart/form-data" => Kind::Multipart,
-        "text/plain" => Kind::Plain,
-        _ => Kind::Other,
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let is = |name: &str| essence.eq_ignore_ascii_case(name);
+    if is("application/x-www-form-urlencoded") {
+        Kind::Form
+    } else if is("multipart/form-data") {
+        Kind::Multipart
+    } else if is("text/plain") {
+        Kind::Plain
+    } else {
+        Kind::Other
     }
 }
 
@@ -100,14 +105,18 @@ fn site(headers: &HeaderMap, issuer_origin: &str) -> Site {
     }
 }
 
-/// The middleware.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The middleware; its state is the issuer's origin ([`super::issuer_origin`]), so that
+/// a request that is no form pays for no clone of the whole application state.
+pub async fn guard(State(issuer_origin): State<Arc<str>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if request.method() != Method::POST || EXEMPT.contains(&path) {
         return next.run(request).await;
     }
     let kind = kind(request.headers());
-    let site = site(request.headers(), super::issuer_origin(&state));
+    if kind == Kind::Other {
+        return next.run(request).await;
+    }
+    let site = site(request.headers(), &issuer_origin);
     match kind {
         Kind::Other => return next.run(request).await,
         Kind::Plain if matches!(site, Site::Ours | Site::Unsaid) => return next.run(request).await,

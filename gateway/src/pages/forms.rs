@@ -83,13 +83,18 @@ pub fn fields(body: &[u8]) -> Vec<(String, String)> {
 
 /// The middleware: answers the adapted APIs' forms with 303s.
 pub async fn answer(request: Request, next: Next) -> Response {
+    const FORM: &str = "application/x-www-form-urlencoded";
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .and_then(|v| v.trim_start().get(..FORM.len()))
+        .is_some_and(|v| v.eq_ignore_ascii_case(FORM));
     let page = page_of(request.uri().path()).filter(|p| p.adapted);
-    let (Some(page), true, true) = (page, is_form, request.method() == Method::POST) else {
+    let (Some(page), true) = (page, is_form) else {
         return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();

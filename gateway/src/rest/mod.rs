@@ -101,11 +101,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(limits::too_large_as_problem))
         .layer(axum::middleware::from_fn(correlation))
+        // Every form post: the CSRF check, then the password APIs' form answers (ADR 0026);
+        // not on OFREP, which takes no form.
+        .layer(axum::middleware::from_fn(crate::pages::forms::answer))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::<str>::from(crate::pages::issuer_origin(&state)),
+            crate::pages::csrf::guard,
+        ))
         // The hot path: no per-request span or log line.
         .merge(Router::from(ofrep::routes()).method_not_allowed_fallback(method_not_allowed))
-        // Every form post: the CSRF check, then the password APIs' form answers (ADR 0026).
-        .layer(axum::middleware::from_fn(crate::pages::forms::answer))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::pages::csrf::guard))
         // Outermost, on every route (each knows its template then) and the fallback.
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(axum::middleware::from_fn_with_state(limits, crate::limits::rest::limit))
