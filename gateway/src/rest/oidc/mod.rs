@@ -156,6 +156,14 @@ pub async fn live_session(state: &AppState, headers: &HeaderMap) -> Result<Optio
     }
 }
 
+/// Whether the request's body is a form (`application/x-www-form-urlencoded`), not JSON.
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
 /// Query or form parameters, each at most once (RFC 6749 §3.1), bounded in number and size.
 /// `None` if malformed.
 pub fn params(raw: &[u8]) -> Option<HashMap<String, String>> {

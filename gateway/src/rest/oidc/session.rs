@@ -106,10 +106,7 @@ async fn session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = super::is_form(&headers);
     let parsed: Option<SessionRequest> =
         if form { serde_urlencoded::from_bytes(&body).ok() } else { serde_json::from_slice(&body).ok() };
     let Some(req) = parsed else {

@@ -108,10 +108,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = super::is_form(&headers);
     if form {
         return Ok(form_token(&state, &correlation, &headers, &body).await);
     }
