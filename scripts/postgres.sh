@@ -140,6 +140,10 @@ pg_write_conf() {
       echo "# Benchmarks read when each projector transaction committed."
       echo "track_commit_timestamp = on"
     fi
+    if [ -n "${KEEL_PG_STATEMENTS:-}" ]; then
+      echo "# Profiling (KEEL_PG_STATEMENTS=1): what each statement costs, in pg_stat_statements."
+      echo "shared_preload_libraries = 'pg_stat_statements'"
+    fi
   } >"$PGDATA_DIR/keel.conf"
   if is_root; then chown postgres:postgres "$PGDATA_DIR/keel.conf"; fi
 }

@@ -195,11 +195,12 @@ pub struct AppCommands {
 impl AppCommands {
     /// App commands on `pools`; loads (or creates) the key-derivation secret.
     pub async fn new(pools: impl Into<crate::pools::Pools>) -> Result<Self, sqlx::Error> {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         let derivation_key = secret::server_secret(&pool, DERIVATION_KEY_NAME).await?;
         let client_secret_key = secret::server_secret(&pool, CLIENT_SECRET_KEY_NAME).await?;
         Ok(Self {
-            apps: bus::framework(&pool),
+            apps: bus::framework(&pools),
             idempotency: Idempotency::new(relaxed),
             derivation_key,
             client_secret_key,

@@ -115,8 +115,9 @@ pub struct BillingCommands {
 impl BillingCommands {
     /// Billing commands on `pools` (events commit durably), with `policy` for late usage.
     pub fn new(pools: impl Into<crate::pools::Pools>, policy: UsagePolicy) -> Self {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
-        Self { allowlist: bus::framework(&pool), idempotency: Idempotency::new(relaxed), pool, policy }
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
+        Self { allowlist: bus::framework(&pools), idempotency: Idempotency::new(relaxed), pool, policy }
     }
 
     /// Records `app`'s batch (at most [`usage::MAX_BATCH`] events, already read into

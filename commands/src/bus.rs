@@ -1,5 +1,6 @@
-//! Running commands on aggregates: cqrs-es over the Keel event store, with
-//! optimistic-concurrency retries, classified errors and the command's position.
+//! Running commands on aggregates: cqrs-es over the Keel event store (with the
+//! aggregates it last committed in memory), with optimistic-concurrency retries,
+//! classified errors and the command's position.
 
 use std::collections::HashMap;
 
@@ -13,20 +14,27 @@ use uuid::Uuid;
 use keel_domain::envelope::{Actor, EventMetadata};
 use keel_domain::{DomainError, ErrorKind};
 
+use crate::aggregate_cache::{AggregateCache, CachedEventStore};
+use crate::pools::Pools;
 use crate::store::KeelEventRepository;
 
 /// How often a command is retried after losing an optimistic-concurrency race.
 const CONFLICT_RETRIES: usize = 5;
 
-/// cqrs-es on the Keel event store.
-pub type Framework<A> = CqrsFramework<A, PersistedEventStore<KeelEventRepository, A>>;
+/// cqrs-es on the Keel event store, with the aggregates it last committed in memory.
+pub struct Framework<A: Aggregate + Clone> {
+    cqrs: CqrsFramework<A, CachedEventStore<A>>,
+    cache: AggregateCache<A>,
+}
 
-/// A framework for aggregate `A` on `pool`.
-pub fn framework<A>(pool: &PgPool) -> Framework<A>
+/// A framework for aggregate `A` whose appends go through `pools`' group commit.
+pub fn framework<A>(pools: &Pools) -> Framework<A>
 where
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone,
 {
-    CqrsFramework::new(PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())), vec![], ())
+    let cache = AggregateCache::new(pools.aggregate_cache_entries);
+    let store = PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone()));
+    Framework { cqrs: CqrsFramework::new(CachedEventStore::new(store, cache.clone()), vec![], ()), cache }
 }
 
 /// Who sent a command and how to trace it.
@@ -139,7 +147,8 @@ impl CommandError {
     }
 }
 
-/// Executes `command` on aggregate `aggregate_id`, retrying optimistic-concurrency conflicts.
+/// Executes `command` on aggregate `aggregate_id`, retrying optimistic-concurrency
+/// conflicts, and a refusal taken on the cached aggregate once on the stored one.
 pub async fn execute<A>(
     framework: &Framework<A>,
     aggregate_id: &str,
@@ -147,14 +156,20 @@ pub async fn execute<A>(
     metadata: HashMap<String, String>,
 ) -> Result<(), CommandError>
 where
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone,
     A::Command: Clone,
     A::Error: DomainError,
 {
     for _ in 0..CONFLICT_RETRIES {
-        match framework.execute_with_metadata(aggregate_id, command.clone(), metadata.clone()).await {
+        let cached = framework.cache.contains(aggregate_id);
+        match framework.cqrs.execute_with_metadata(aggregate_id, command.clone(), metadata.clone()).await {
             Ok(()) => return Ok(()),
             Err(AggregateError::AggregateConflict) => continue,
+            Err(AggregateError::UserError(_)) if cached => {
+                // The cached aggregate may be stale (another process wrote): decide again on the stored one.
+                framework.cache.forget(aggregate_id);
+                continue;
+            }
             Err(AggregateError::UserError(err)) => return Err(CommandError::domain(&err)),
             Err(AggregateError::DatabaseConnectionError(err)) => return Err(CommandError::unavailable(err.as_ref())),
             Err(AggregateError::UnexpectedError(err)) if err.is::<crate::limits::EventTooLarge>() => {

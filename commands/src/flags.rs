@@ -47,12 +47,13 @@ pub struct FlagCommands {
 impl FlagCommands {
     /// Flag commands on `pools`.
     pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         Self {
-            flags: bus::framework(&pool),
-            configs: bus::framework(&pool),
-            flag_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
-            tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
+            flags: bus::framework(&pools),
+            configs: bus::framework(&pools),
+            flag_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone())),
+            tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone())),
             idempotency: Idempotency::new(relaxed),
             pool,
         }

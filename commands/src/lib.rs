@@ -2,6 +2,7 @@
 //! stores (the system of record); idempotency keys; and the relay that publishes
 //! committed events, in order, to Kafka.
 
+pub mod aggregate_cache;
 pub mod apps;
 pub mod audit;
 pub mod authorization_codes;
@@ -9,6 +10,7 @@ pub mod billing;
 pub mod bus;
 pub mod command_scope;
 pub mod flags;
+pub mod group_commit;
 pub mod idempotency;
 pub mod identity_index;
 pub mod identity_queries;

@@ -81,11 +81,12 @@ pub struct RoutingCommands {
 impl RoutingCommands {
     /// Routing commands on `pools`.
     pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         Self {
-            deployments: bus::framework(&pool),
-            routing: bus::framework(&pool),
-            tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
+            deployments: bus::framework(&pools),
+            routing: bus::framework(&pools),
+            tenant_loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone())),
             idempotency: Idempotency::new(relaxed),
             pool,
         }

@@ -201,15 +201,16 @@ impl Sessions {
         ttl: Duration,
         throttle: ThrottlePolicy,
     ) -> Result<Self, sqlx::Error> {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         let refresh_key = secret::server_secret(&pool, REFRESH_KEY_NAME).await?;
         Ok(Self {
             rotation: relaxed,
-            sessions: bus::framework(&pool),
+            sessions: bus::framework(&pools),
             passwords,
             refresh_key,
             ttl,
-            throttle: Throttle::new(pool.clone(), throttle),
+            throttle: Throttle::new(&pools, throttle),
             pool,
         })
     }

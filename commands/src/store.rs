@@ -1,9 +1,9 @@
 //! The event store: postgres-es for reading; appends are Keel's own, so that every
 //! persisted event gets its own UUIDv7 `event_id` in its metadata (cqrs-es shares one
-//! metadata map across the events of a commit), a commit is one INSERT returning the
-//! positions, and the write-side indexes ([`WRITE_SIDE_INDEXES`]) and the running
-//! command's audit record ([`command_scope`]) commit in the same transaction
-//! (ADR 0009, 0010, 0013, 0016, 0025).
+//! metadata map across the events of a commit), the write-side indexes
+//! ([`crate::group_commit::WRITE_SIDE_INDEXES`]) and the running command's audit record ([`command_scope`])
+//! commit in the same transaction, and concurrent commits share that transaction
+//! ([`GroupCommit`]) (ADR 0009, 0010, 0013, 0016, 0025, 0029).
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
@@ -15,71 +15,28 @@ use uuid::Uuid;
 
 use keel_domain::envelope::keys;
 
-use crate::audit;
 use crate::command_scope;
-use crate::identity_index::IdentityIndex;
-use crate::key_index::ApiKeyIndex;
-use crate::oidc_clients::OidcClientIndex;
-use crate::rollup_allowlist_index::RollupAllowlistIndex;
-use crate::write_index::WriteSideIndex;
+use crate::group_commit::{Append, GroupCommit};
 
-/// The write-side indexes, updated in the transaction that appends the events they
-/// fold, in this order. Adding an index is one entry here.
-/// (`OidcClientIndex` follows `ApiKeyIndex`: its rows refer to `auth_apps`.)
-pub const WRITE_SIDE_INDEXES: (IdentityIndex, ApiKeyIndex, OidcClientIndex, RollupAllowlistIndex) =
-    (IdentityIndex, ApiKeyIndex, OidcClientIndex, RollupAllowlistIndex);
-
-/// The append of a commit: all its events in one statement. Postgres assigns the
-/// positions in the order of the arrays; the primary key refuses a stale sequence.
-const APPEND: &str =
-    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-     RETURNING position";
-
-/// postgres-es with per-event ids and the write-side indexes.
+/// postgres-es with per-event ids, the write-side indexes and group commit.
 pub struct KeelEventRepository {
     inner: PostgresEventRepository,
-    pool: PgPool,
+    group_commit: GroupCommit,
 }
 
 impl KeelEventRepository {
-    /// A repository on the `events` table.
-    pub fn new(pool: PgPool) -> Self {
-        Self { inner: PostgresEventRepository::new(pool.clone()), pool }
+    /// A repository on the `events` table of `group_commit`'s pool.
+    pub fn new(group_commit: GroupCommit) -> Self {
+        Self { inner: PostgresEventRepository::new(group_commit.pool().clone()), group_commit }
     }
 
-    /// Appends one commit; with the running command's audit record, if any, in the
-    /// same transaction.
-    async fn append(&self, events: &[SerializedEvent]) -> Result<(), sqlx::Error> {
-        let record = command_scope::record_for(events);
-        let insert = sqlx::query_scalar(APPEND)
-            .bind(events.iter().map(|e| e.aggregate_type.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.aggregate_id.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.event_version.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>());
-        if record.is_none() && !events.iter().any(|e| WRITE_SIDE_INDEXES.affects(e)) {
-            // One statement is its own transaction: one round trip.
-            let positions: Vec<i64> = insert.fetch_all(&self.pool).await?;
-            command_scope::note_commit(positions.into_iter().max().unwrap_or(0), false);
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        if let Some(record) = &record {
-            audit::lock_chains(&mut tx, [record]).await?;
-        }
-        let positions: Vec<i64> = insert.fetch_all(&mut *tx).await?;
-        for event in events {
-            WRITE_SIDE_INDEXES.apply(&mut tx, event).await?;
-        }
+    /// Appends one commit, with the running command's audit record, if any, in the
+    /// same transaction (which other commands' appends may share: [`GroupCommit`]).
+    async fn append(&self, events: Vec<SerializedEvent>) -> Result<(), sqlx::Error> {
+        let record = command_scope::record_for(&events);
         let audited = record.is_some();
-        if let Some(record) = record {
-            audit::append_in(&mut tx, vec![record]).await?;
-        }
-        tx.commit().await?;
-        command_scope::note_commit(positions.into_iter().max().unwrap_or(0), audited);
+        let position = self.group_commit.append(Append { events, record }).await?;
+        command_scope::note_commit(position, audited);
         Ok(())
     }
 }
@@ -134,7 +91,7 @@ impl PersistedEventRepository for KeelEventRepository {
             crate::limits::check_event(&event.payload, &event.metadata)
                 .map_err(|err| PersistenceError::UnknownError(Box::new(err)))?;
         }
-        self.append(&stamped).await.map_err(persistence_error)
+        self.append(stamped).await.map_err(persistence_error)
     }
 
     async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {

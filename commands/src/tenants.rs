@@ -78,11 +78,12 @@ pub struct TenantCommands {
 impl TenantCommands {
     /// Tenant commands on `pools`.
     pub fn new(pools: impl Into<crate::pools::Pools>) -> Self {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         Self {
-            tenants: bus::framework(&pool),
-            domains: bus::framework(&pool),
-            loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
+            tenants: bus::framework(&pools),
+            domains: bus::framework(&pools),
+            loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone())),
             idempotency: Idempotency::new(relaxed),
             users: None,
             pool,

@@ -13,6 +13,7 @@ use keel_domain::login_guard::{LoginGuard, LoginGuardCommand, ThrottledSubject};
 use keel_domain::validate;
 
 use crate::bus::{self, CommandContext, Framework};
+use crate::pools::Pools;
 use crate::secret;
 
 /// The account a sign-in (or reset) names, however it is spelled: the tenant's domain
@@ -110,9 +111,9 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Counters in `pool` under `policy`.
-    pub fn new(pool: PgPool, policy: ThrottlePolicy) -> Self {
-        Self { guards: bus::framework(&pool), pool, policy }
+    /// Counters on `pools` under `policy`.
+    pub fn new(pools: &Pools, policy: ThrottlePolicy) -> Self {
+        Self { guards: bus::framework(pools), pool: pools.durable.clone(), policy }
     }
 
     /// Whole seconds until the last lock of `subjects` ends, if any is locked.

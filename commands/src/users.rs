@@ -98,16 +98,17 @@ impl UserCommands {
         mailer: Option<Mailer>,
         public_url: &str,
     ) -> Self {
-        let crate::pools::Pools { durable: pool, relaxed } = pools.into();
+        let pools: crate::pools::Pools = pools.into();
+        let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
         Self {
-            directories: bus::framework(&pool),
-            loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pool.clone())),
+            directories: bus::framework(&pools),
+            loader: PersistedEventStore::new_event_store(KeelEventRepository::new(pools.group_commit.clone())),
             idempotency: Idempotency::new(relaxed),
             passwords,
             mailer,
             public_url: public_url.trim_end_matches('/').to_string(),
-            throttle: Throttle::new(pool.clone(), ThrottlePolicy::default()),
-            reset_throttle: Throttle::new(pool.clone(), ThrottlePolicy::resets()),
+            throttle: Throttle::new(&pools, ThrottlePolicy::default()),
+            reset_throttle: Throttle::new(&pools, ThrottlePolicy::resets()),
             pool,
         }
     }

@@ -1,6 +1,6 @@
 //! Write-side indexes: tables folded from events inside the transaction that appends
 //! them (ADR 0009, 0010, 0013), so that what they say is in force the moment the
-//! events commit. The event store applies one list of them (`store::WRITE_SIDE_INDEXES`).
+//! events commit. The event store applies one list of them (`group_commit::WRITE_SIDE_INDEXES`).
 
 use std::future::Future;
 

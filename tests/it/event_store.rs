@@ -191,3 +191,62 @@ async fn processes_with_their_own_aggregate_caches_never_decide_on_stale_state()
             .expect("events");
     assert_eq!(sequences, vec![1, 2, 3, 4, 5], "provisioned, then four lifecycle events, no gaps or repeats");
 }
+
+/// An event of aggregate `test/<id>` at `sequence`, with its own event id.
+fn test_event(id: &str, sequence: usize) -> cqrs_es::persist::SerializedEvent {
+    cqrs_es::persist::SerializedEvent {
+        aggregate_id: id.into(),
+        sequence,
+        aggregate_type: "test".into(),
+        event_type: "test.happened".into(),
+        event_version: "1".into(),
+        payload: serde_json::json!({ "type": "test.happened" }),
+        metadata: serde_json::json!({ "event_id": uuid::Uuid::now_v7().to_string() }),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_transactions_and_a_lost_race_fails_only_its_own_append() {
+    use keel_commands::group_commit::{Append, GroupCommit};
+    let env = TestEnv::new().await;
+    let pool = env.app_pool().await;
+    let group = GroupCommit::new(pool.clone());
+    // 200 appends on their own aggregates, and two that race for the same sequence.
+    let mut ids: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    ids.extend(["raced".to_string(), "raced".to_string()]);
+    let appends = ids.iter().map(|id| {
+        let group = group.clone();
+        let events = vec![test_event(id, 1), test_event(id, 2)];
+        async move { group.append(Append { events, record: None }).await }
+    });
+    let outcomes = futures::future::join_all(appends).await;
+
+    let (won, lost): (Vec<_>, Vec<_>) = outcomes.iter().zip(&ids).partition(|(outcome, _)| outcome.is_ok());
+    assert_eq!(won.len(), 201, "every append but one of the racing pair commits");
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].1, "raced");
+    let lost_race = lost[0].0.as_ref().expect_err("lost");
+    assert!(
+        matches!(lost_race, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505")),
+        "the loser gets the primary key's refusal, exactly as alone: {lost_race}"
+    );
+    // Each append's answer is the position of its own last event.
+    let stored: HashMap<String, (i64, i64)> = sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT aggregate_id, max(position), count(*) FROM events WHERE aggregate_type = 'test' GROUP BY aggregate_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events")
+    .into_iter()
+    .map(|(id, position, count)| (id, (position, count)))
+    .collect();
+    for (outcome, id) in won {
+        assert_eq!(stored[id], (*outcome.as_ref().expect("won"), 2), "{id}: its position, both its events");
+    }
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT txid::text) FROM events WHERE aggregate_type = 'test'")
+            .fetch_one(&pool)
+            .await
+            .expect("transactions");
+    assert!(transactions < 201, "201 appends committed in {transactions} transactions: they were grouped");
+}

@@ -101,7 +101,7 @@ async fn an_access_token_verifies_with_a_stock_jwt_library_from_discovery_and_jw
 #[tokio::test]
 async fn invitations_are_single_use_resend_replaces_them_and_expired_ones_fail() {
     let env = TestEnv::new().await;
-    let keel = env.start().await;
+    let keel = env.start_reading_every_aggregate().await;
     let operator = env.operator_token().await;
     let (tenant_id, _, _, owner) = tenant_with_owner(&env, &keel, &operator, "inv").await;
     let rest = Rest::new(keel.rest_addr);

@@ -429,7 +429,7 @@ async fn a_form_without_the_pages_token_or_from_another_site_changes_nothing() {
 #[tokio::test]
 async fn expired_links_say_so_and_offer_the_next_step() {
     let env = TestEnv::new().await;
-    let keel = env.start().await;
+    let keel = env.start_reading_every_aggregate().await;
     let operator = env.operator_token().await;
     let (tenant_id, domain, owner_email, owner) = tenant_with_owner(&env, &keel, &operator, "expired").await;
     let (browser, rest) = (Browser::new(&keel), Rest::new(keel.rest_addr));

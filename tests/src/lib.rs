@@ -165,6 +165,15 @@ impl TestEnv {
         self.start_with(self.settings(), Workers::ALL).await
     }
 
+    /// Starts a Keel that keeps no aggregate in memory, for a test that ages tokens by
+    /// rewriting events behind Keel's back (a running Keel trusts the events it
+    /// committed itself: ADR 0029).
+    pub async fn start_reading_every_aggregate(&self) -> Running {
+        let mut settings = self.settings();
+        settings.limits.aggregate_cache_entries = 0;
+        self.start_with(settings, Workers::ALL).await
+    }
+
     /// Starts a Keel with `settings` and `workers`.
     pub async fn start_with(&self, settings: Settings, workers: Workers) -> Running {
         server::start(settings, workers).await.expect("start keel")

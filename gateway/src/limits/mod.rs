@@ -48,6 +48,10 @@ pub struct LimitSettings {
     /// Requests waiting for `X-Keel-Min-Position` at once; beyond it 503 + Retry-After.
     #[arg(long, env = "KEEL_MAX_POSITION_WAITERS", default_value_t = 128)]
     pub max_position_waiters: usize,
+    /// Aggregates each command framework keeps in memory, so a command loads its
+    /// aggregate without a query (ADR 0029); 0 keeps none.
+    #[arg(long, env = "KEEL_AGGREGATE_CACHE_ENTRIES", default_value_t = keel_commands::aggregate_cache::DEFAULT_ENTRIES)]
+    pub aggregate_cache_entries: usize,
 }
 
 impl Default for LimitSettings {
@@ -64,6 +68,7 @@ impl Default for LimitSettings {
             max_streams_per_caller: 2_000,
             stream_recheck_ms: 5_000,
             max_position_waiters: 128,
+            aggregate_cache_entries: keel_commands::aggregate_cache::DEFAULT_ENTRIES,
         }
     }
 }

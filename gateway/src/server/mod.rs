@@ -138,7 +138,8 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let rest_listener = TcpListener::bind(settings.rest_addr).await?;
     let rest_addr = rest_listener.local_addr()?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{rest_addr}"));
-    let services = Services::start(&settings, &pools.commands(), &public_url, &mut tasks).await?;
+    let commands = pools.commands().keeping_aggregates(settings.limits.aggregate_cache_entries);
+    let services = Services::start(&settings, &commands, &public_url, &mut tasks).await?;
     if workers.sweeper {
         workers::sweepers(&settings, &pool, &services, &mut tasks);
     }

@@ -72,7 +72,7 @@ pub struct ProcessPools {
 impl ProcessPools {
     /// What the command services write through.
     pub fn commands(&self) -> Pools {
-        Pools { durable: self.requests.clone(), relaxed: self.relaxed.clone() }
+        Pools::new(self.requests.clone(), self.relaxed.clone())
     }
 
     /// Closes every pool.
