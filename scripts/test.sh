@@ -72,6 +72,9 @@ export KEEL_TEST_DATABASE_URL
 export KEEL_TEST_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
 # Tests that stop and restart a broker run a private one with this binary.
 export KEEL_TANSU_BIN="$TANSU_BIN"
+# The PKCS#11 key-encryption key is tested against SoftHSM2 (tokens in each test's temp dir).
+ensure_softhsm
+export KEEL_TEST_SOFTHSM_MODULE="$SOFTHSM_MODULE"
 # The REST fuzzing suite runs schemathesis (installed from PyPI on first use).
 ensure_schemathesis
 export KEEL_SCHEMATHESIS_BIN="$SCHEMATHESIS_BIN"
