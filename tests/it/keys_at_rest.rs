@@ -224,7 +224,10 @@ async fn plaintext_secrets_of_an_older_deployment_are_wrapped_at_start_up() {
 #[tokio::test]
 async fn kek_and_signing_key_rotation_under_load_fail_no_request() {
     let env = TestEnv::new().await;
-    let keel = env.start().await;
+    // One issuer for both processes below (by default it names the ephemeral port).
+    let mut settings = env.settings();
+    settings.public_url = Some("http://keel.test".into());
+    let keel = env.start_with(settings.clone(), keel_gateway::server::Workers::ALL).await;
     env.platform_user(OPERATOR, PASSWORD, "operator").await;
     let rest = Rest::new(keel.rest_addr);
     let (before, refresh) = rest.tokens(OPERATOR, PASSWORD, None).await;
@@ -317,7 +320,7 @@ async fn kek_and_signing_key_rotation_under_load_fail_no_request() {
     keel.stop().await;
 
     // A fresh process unwraps everything under the new version alone.
-    let keel = env.start().await;
+    let keel = env.start_with(settings, keel_gateway::server::Workers::ALL).await;
     let rest = Rest::new(keel.rest_addr);
     assert!(rest.active(&before).await, "the token signed before verifies in a fresh process");
     assert!(rest.active(&after).await, "the token signed after verifies in a fresh process");
