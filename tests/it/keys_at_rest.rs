@@ -182,9 +182,12 @@ async fn a_pg_dump_holds_no_stored_secret_in_clear() {
     for (label, secret) in &secrets {
         assert_not_in_dump(&dump, label, secret);
     }
-    for (label, token) in
-        [("access token", &access), ("refresh token", &new_refresh), ("API key", &api_key), ("client secret", &client_secret)]
-    {
+    for (label, token) in [
+        ("access token", &access),
+        ("refresh token", &new_refresh),
+        ("API key", &api_key),
+        ("client secret", &client_secret),
+    ] {
         assert!(!contains(&dump, token.as_bytes()), "pg_dump holds the {label}");
     }
     owner.close().await;
@@ -295,7 +298,8 @@ async fn kek_and_signing_key_rotation_under_load_fail_no_request() {
     assert!(ok > 20, "the load ran: {ok} requests");
 
     // The KEK: a new version, every secret re-wrapped under it, the old one destroyed.
-    let (previous, current) = (rotated["kek"]["previous"].as_str().unwrap(), rotated["kek"]["current"].as_str().unwrap());
+    let (previous, current) =
+        (rotated["kek"]["previous"].as_str().unwrap(), rotated["kek"]["current"].as_str().unwrap());
     assert_ne!(previous, current);
     assert!(rotated["kek"]["rewrapped"]["rewrapped"].as_u64().unwrap() >= 5, "{rotated}");
     assert_eq!(rotated["kek"]["rewrapped"]["failed"], 0);
@@ -358,7 +362,10 @@ fn softhsm_token(dir: &Path) -> (PathBuf, String) {
     let config = dir.join("softhsm2.conf");
     std::fs::write(
         &config,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", dir.join("tokens").display()),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
     )
     .unwrap();
     let init = std::process::Command::new("softhsm2-util")

@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -94,7 +94,7 @@ impl Pkcs11Kek {
     /// token holds none (key generation inside the token).
     pub fn open(config: Pkcs11Config) -> Result<Self, KekError> {
         let context = Pkcs11::new(&config.module).map_err(hsm)?;
-        context.initialize(CInitializeArgs::OsThreads).map_err(hsm)?;
+        context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(hsm)?;
         let slot = context
             .get_slots_with_initialized_token()
             .map_err(hsm)?
@@ -102,7 +102,7 @@ impl Pkcs11Kek {
             .find(|slot| context.get_token_info(*slot).is_ok_and(|info| info.label().trim() == config.token))
             .ok_or_else(|| KekError::Pkcs11(format!("no initialized token labelled {:?}", config.token)))?;
         let session = context.open_rw_session(slot).map_err(hsm)?;
-        session.login(UserType::User, Some(&AuthPin::new(config.pin.clone()))).map_err(hsm)?;
+        session.login(UserType::User, Some(&AuthPin::from(config.pin.as_str()))).map_err(hsm)?;
         let kek = Self { label: config.label, session: Mutex::new(session), _context: context };
         if kek.objects()?.is_empty() {
             kek.rotate()?;
