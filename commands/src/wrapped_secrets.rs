@@ -308,4 +308,20 @@ mod tests {
         assert_eq!(SERVER_SECRETS.aad("refresh"), b"server_secret:refresh");
         assert_ne!(AUDIT_SIGNING_KEYS.aad("a"), SIGNING_KEYS.aad("a"));
     }
+
+    #[test]
+    fn a_value_unwraps_only_in_its_own_row_and_a_plaintext_row_is_refused() {
+        let dir = std::env::temp_dir().join(format!("keel-wrapped-unit-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::kek::LocalKeyFile::create(dir.join("kek")).unwrap();
+        let kek = crate::kek::LocalKeyFile::open(dir.join("kek")).unwrap();
+        let wrapped = SERVER_SECRETS.wrap(&kek, "refresh", b"0123456789abcdef").unwrap();
+        let id = Some(wrapped.key_id.as_str());
+        assert_eq!(SERVER_SECRETS.unwrap(&kek, "refresh", id, &wrapped.bytes).unwrap(), b"0123456789abcdef");
+        assert!(matches!(SERVER_SECRETS.unwrap(&kek, "other", id, &wrapped.bytes), Err(SecretsError::Kek(_))));
+        assert!(matches!(SIGNING_KEYS.unwrap(&kek, "refresh", id, &wrapped.bytes), Err(SecretsError::Kek(_))));
+        let plaintext = SERVER_SECRETS.unwrap(&kek, "refresh", None, b"0123456789abcdef");
+        assert!(matches!(plaintext, Err(SecretsError::NotWrapped(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

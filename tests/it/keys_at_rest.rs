@@ -440,3 +440,40 @@ async fn the_pkcs11_kek_in_softhsm2_keeps_keels_secrets_and_rotates() {
     owner.close().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_yearly_check_rotates_a_kek_version_a_year_old_and_leaves_a_younger_one() {
+    use keel_commands::wrapped_secrets::check;
+    let env = TestEnv::new().await;
+    let keel = env.start().await;
+    let kek = keel.kek.clone();
+    keel.stop().await;
+    let owner = env.owner_pool().await;
+    let year = chrono::Duration::days(365);
+    let first = kek.current().unwrap();
+    assert_eq!(check(&owner, kek.as_ref(), year).await.unwrap(), None, "a young version stays");
+    assert_eq!(kek.current().unwrap(), first);
+    sqlx::query("UPDATE kek_versions SET current_from = now() - interval '366 days' WHERE key_id = $1")
+        .bind(&first)
+        .execute(&owner)
+        .await
+        .unwrap();
+    let rotation = check(&owner, kek.as_ref(), year).await.unwrap().expect("a year-old version rotates");
+    assert_eq!(rotation.previous, first);
+    assert_eq!(rotation.destroyed, vec![first.clone()], "the old version is destroyed once nothing names it");
+    assert!(rotation.rewrapped.rewrapped >= 4 && rotation.rewrapped.failed == 0, "{rotation:?}");
+    let destroyed: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT destroyed_at FROM kek_versions WHERE key_id = $1")
+            .bind(&first)
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    assert!(destroyed.is_some(), "the destruction is recorded");
+    // Keel starts and serves on the new version.
+    let keel = env.start().await;
+    env.platform_user(OPERATOR, PASSWORD, "operator").await;
+    let (access, _) = Rest::new(keel.rest_addr).tokens(OPERATOR, PASSWORD, None).await;
+    assert!(Rest::new(keel.rest_addr).active(&access).await);
+    keel.stop().await;
+    owner.close().await;
+}
