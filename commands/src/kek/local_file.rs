@@ -13,7 +13,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
 
-use super::{KekError, KeyEncryptionKey, NONCE_LEN, Wrapped, random_nonce, split_nonce};
+use super::{KekError, KeyEncryptionKey, NONCE_LEN, Wrapped, random_key, random_nonce, split_nonce};
 
 /// What a version's id starts with.
 const ID_PREFIX: &str = "file-";
@@ -42,7 +42,7 @@ impl LocalKeyFile {
 
     /// Writes a new random key file at `path` (mode 600); fails if it exists.
     pub fn create(path: impl AsRef<Path>) -> Result<(), KekError> {
-        write_new(path.as_ref(), &crate::secret::random_bytes())
+        write_new(path.as_ref(), &random_key())
     }
 
     fn retired_path(&self, key_id: &str) -> PathBuf {
@@ -113,7 +113,7 @@ impl KeyEncryptionKey for LocalKeyFile {
         }
         let next = self.retired_path("next");
         let _ = std::fs::remove_file(&next);
-        let key = crate::secret::random_bytes();
+        let key = random_key();
         write_new(&next, &key)?;
         std::fs::rename(&next, &self.path).map_err(|e| file_error(&self.path, e))?;
         let id = key_id(&key);

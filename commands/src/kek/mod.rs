@@ -129,6 +129,14 @@ fn split_nonce(bytes: &[u8]) -> Result<(&[u8], &[u8]), KekError> {
     Ok(bytes.split_at(NONCE_LEN))
 }
 
+/// A fresh random 256-bit key.
+fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
 /// A fresh random 96-bit nonce.
 fn random_nonce() -> [u8; NONCE_LEN] {
     use rand::RngCore;
