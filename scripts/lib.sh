@@ -76,6 +76,26 @@ ensure_cmd() {
   command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"
 }
 
+# ensure_kek_file PATH: the development key-encryption key (ADR 0028), 32 random bytes,
+# mode 600, created once and kept (losing it loses every stored secret).
+ensure_kek_file() {
+  local path="$1"
+  [ -f "$path" ] && return 0
+  mkdir -p "$(dirname "$path")"
+  (umask 077 && head -c 32 /dev/urandom >"$path.tmp" && mv -f "$path.tmp" "$path")
+  chmod 600 "$path"
+  log "created the key-encryption key $path (mode 600; keep it: it unwraps every stored secret)"
+}
+
+# The SoftHSM2 PKCS#11 module: the tests run the PKCS#11 KEK provider against it.
+SOFTHSM_MODULE="${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}"
+ensure_softhsm() {
+  if [ ! -f "$SOFTHSM_MODULE" ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+    apt_install softhsm2
+  fi
+  [ -f "$SOFTHSM_MODULE" ] || die "softhsm2 installed but $SOFTHSM_MODULE is missing"
+}
+
 # A random secret, hex only (safe inside URLs and SQL literals).
 gen_secret() {
   if command -v openssl >/dev/null 2>&1; then

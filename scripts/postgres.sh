@@ -195,6 +195,10 @@ SQL
       echo "# Written by scripts/postgres.sh. Secret: never commit or share."
       echo "KEEL_DATABASE_URL=postgres://keel_app:$app_pw@$base/keel"
       echo "KEEL_MIGRATION_DATABASE_URL=postgres://keel_owner:$owner_pw@$base/keel"
+      if [ "$KEEL_PROFILE" = dev ]; then
+        # The key-encryption key (ADR 0028): a file outside the database, made by up.sh.
+        echo "KEEL_KEK=file:$KEEL_STATE_DIR/kek"
+      fi
       if [ "$KEEL_PROFILE" = test ]; then
         echo "KEEL_TEST_DATABASE_URL=postgres://keel_test:$test_pw@$base/postgres"
       fi

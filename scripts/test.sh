@@ -8,7 +8,8 @@
 #   KEEL_TEST_DATABASE_URL   superuser URL (role keel_test) to create databases
 #   KEEL_TEST_KAFKA_BROKERS  127.0.0.1:59092
 #   KEEL_SCHEMATHESIS_BIN    schemathesis (scripts/lib.sh installs it into a venv under $KEEL_TOOLS)
-# It also installs Debian's chromium and tests/browser's node modules (the browser tests).
+# It also installs Debian's chromium and tests/browser's node modules (the browser tests),
+# and Debian's softhsm2 (KEEL_TEST_SOFTHSM_MODULE: the PKCS#11 key-encryption key's tests).
 # After the tests, scripts/scan-logs.sh fails if any log holds a secret or e-mail the tests used.
 # Every service it started is stopped on exit; the exit code is the result.
 #
@@ -72,6 +73,9 @@ export KEEL_TEST_DATABASE_URL
 export KEEL_TEST_KAFKA_BROKERS="127.0.0.1:$KEEL_BROKER_PORT"
 # Tests that stop and restart a broker run a private one with this binary.
 export KEEL_TANSU_BIN="$TANSU_BIN"
+# The PKCS#11 key-encryption key is tested against SoftHSM2 (tokens in each test's temp dir).
+ensure_softhsm
+export KEEL_TEST_SOFTHSM_MODULE="$SOFTHSM_MODULE"
 # The REST fuzzing suite runs schemathesis (installed from PyPI on first use).
 ensure_schemathesis
 export KEEL_SCHEMATHESIS_BIN="$SCHEMATHESIS_BIN"

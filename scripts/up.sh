@@ -48,7 +48,9 @@ set -a
 . "$KEEL_STATE_DIR/db.env"
 set +a
 
-# 4. Keel itself.
+# 4. Keel itself, with its key-encryption key (ADR 0028) in a mode-600 file.
+ensure_kek_file "$KEEL_STATE_DIR/kek"
+export KEEL_KEK="file:$KEEL_STATE_DIR/kek"
 token_created=0
 if pid_alive "$KEEL_PID" "$KEEL_BIN"; then
   log "keel already running (pid $(cat "$KEEL_PID")); leaving it alone (make down && make up restarts it)"

@@ -2,7 +2,7 @@
 //!
 //! An API key reads `keel_ak_<ulid of its key id>_<43 characters>`. Only its SHA-256
 //! reaches the event log. The secret part is an HMAC, under a server key kept in
-//! `auth_secrets`, of the key id and a random nonce; the nonce is kept only in the
+//! `auth_secrets` (wrapped under the KEK, ADR 0028), of the key id and a random nonce; the nonce is kept only in the
 //! idempotency record (purged after its retention), so a retry of the same request
 //! answers the same secret while the plaintext is stored nowhere.
 //!
@@ -193,12 +193,15 @@ pub struct AppCommands {
 }
 
 impl AppCommands {
-    /// App commands on `pools`; loads (or creates) the key-derivation secret.
-    pub async fn new(pools: impl Into<crate::pools::Pools>) -> Result<Self, sqlx::Error> {
+    /// App commands on `pools`; loads (or creates) the key-derivation secrets, wrapped under `kek`.
+    pub async fn new(
+        pools: impl Into<crate::pools::Pools>,
+        kek: &dyn crate::kek::KeyEncryptionKey,
+    ) -> Result<Self, sqlx::Error> {
         let pools: crate::pools::Pools = pools.into();
         let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
-        let derivation_key = secret::server_secret(&pool, DERIVATION_KEY_NAME).await?;
-        let client_secret_key = secret::server_secret(&pool, CLIENT_SECRET_KEY_NAME).await?;
+        let derivation_key = secret::server_secret(&pool, kek, DERIVATION_KEY_NAME).await?;
+        let client_secret_key = secret::server_secret(&pool, kek, CLIENT_SECRET_KEY_NAME).await?;
         Ok(Self {
             apps: bus::framework(&pools),
             idempotency: Idempotency::new(relaxed),

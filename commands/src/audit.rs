@@ -93,24 +93,32 @@ pub async fn public_keys(pool: &PgPool) -> Result<Vec<PublicKey>, sqlx::Error> {
         .await
 }
 
-/// The signing key, created on first use.
-async fn signing_key(tx: &mut sqlx::PgConnection) -> Result<(String, ed25519_dalek::SigningKey), sqlx::Error> {
+/// The signing key, created on first use; stored only wrapped under `kek` (ADR 0028).
+async fn signing_key(
+    tx: &mut sqlx::PgConnection,
+    kek: &dyn crate::kek::KeyEncryptionKey,
+) -> Result<(String, ed25519_dalek::SigningKey), sqlx::Error> {
     use base64::Engine;
-    let existing: Option<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT key_id, secret FROM audit_signing_keys ORDER BY created_at, key_id LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((key_id, secret)) = existing
-        && let Ok(bytes) = <[u8; 32]>::try_from(secret.as_slice())
-    {
+    let column = crate::wrapped_secrets::AUDIT_SIGNING_KEYS;
+    let existing: Option<(String, Option<String>, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, kek_id, secret_wrapped FROM audit_signing_keys ORDER BY created_at, key_id LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((key_id, kek_id, wrapped)) = existing {
+        let secret = column.unwrap(kek, &key_id, kek_id.as_deref(), &wrapped)?;
+        let bytes = <[u8; 32]>::try_from(secret.as_slice())
+            .map_err(|_| sqlx::Error::Protocol(format!("audit signing key {key_id} is not 32 bytes")))?;
         return Ok((key_id, ed25519_dalek::SigningKey::from_bytes(&bytes)));
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&crate::secret::random_bytes());
     let public = key.verifying_key().to_bytes();
     let key_id = format!("audit-{}", &hex::encode(sha2::Sha256::digest(public))[..16]);
-    sqlx::query("INSERT INTO audit_signing_keys (key_id, secret, public_key) VALUES ($1, $2, $3)")
+    let wrapped = column.wrap(kek, &key_id, &key.to_bytes())?;
+    sqlx::query("INSERT INTO audit_signing_keys (key_id, secret_wrapped, kek_id, public_key) VALUES ($1, $2, $3, $4)")
         .bind(&key_id)
-        .bind(key.to_bytes().to_vec())
+        .bind(wrapped.bytes)
+        .bind(wrapped.key_id)
         .bind(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public))
         .execute(&mut *tx)
         .await?;
@@ -120,7 +128,10 @@ async fn signing_key(tx: &mut sqlx::PgConnection) -> Result<(String, ed25519_dal
 /// Signs a checkpoint of every chain head that moved since the last checkpoint and
 /// appends it as an `audit.checkpoint_signed` event. Returns its number, or `None` if
 /// no chain moved (or another process is signing).
-pub async fn sign_checkpoint(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+pub async fn sign_checkpoint(
+    pool: &PgPool,
+    kek: &dyn crate::kek::KeyEncryptionKey,
+) -> Result<Option<i64>, sqlx::Error> {
     use base64::Engine;
     use ed25519_dalek::Signer;
     let mut tx = pool.begin().await?;
@@ -141,7 +152,7 @@ pub async fn sign_checkpoint(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> 
     if heads.is_empty() {
         return Ok(None);
     }
-    let (key_id, key) = signing_key(&mut tx).await?;
+    let (key_id, key) = signing_key(&mut tx, kek).await?;
     let number: i64 = sqlx::query_scalar(
         "SELECT COALESCE(max(sequence), 0) + 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = 'global'",
     )

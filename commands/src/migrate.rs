@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "commands/0009_relay_parked", sql: include_str!("../sql/0009_relay_parked.sql") },
     Migration { name: "commands/0010_oidc_clients", sql: include_str!("../sql/0010_oidc_clients.sql") },
     Migration { name: "commands/0011_oidc", sql: include_str!("../sql/0011_oidc.sql") },
+    Migration { name: "commands/0012_secrets_under_kek", sql: include_str!("../sql/0012_secrets_under_kek.sql") },
 ];
 
 /// Why migrating failed.

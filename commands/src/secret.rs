@@ -4,6 +4,9 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::kek::KeyEncryptionKey;
+use crate::wrapped_secrets;
+
 /// A fresh random token: `prefix` and 256 random bits, base64url. The prefix lets
 /// secret scanners recognise leaked tokens.
 pub fn random_token(prefix: &str) -> String {
@@ -23,15 +26,28 @@ pub fn digest(token: &str) -> String {
 }
 
 /// The 256-bit server secret `name` from `auth_secrets`, created on first use (every
-/// gateway then shares it).
-pub async fn server_secret(pool: &sqlx::PgPool, name: &str) -> Result<[u8; 32], sqlx::Error> {
-    sqlx::query("INSERT INTO auth_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .bind(random_bytes().to_vec())
-        .execute(pool)
-        .await?;
-    let key: Vec<u8> =
-        sqlx::query_scalar("SELECT secret FROM auth_secrets WHERE name = $1").bind(name).fetch_one(pool).await?;
+/// gateway then shares it). It is stored only wrapped under `kek` (ADR 0028).
+pub async fn server_secret(
+    pool: &sqlx::PgPool,
+    kek: &dyn KeyEncryptionKey,
+    name: &str,
+) -> Result<[u8; 32], sqlx::Error> {
+    let column = wrapped_secrets::SERVER_SECRETS;
+    let fresh = column.wrap(kek, name, &random_bytes())?;
+    sqlx::query(
+        "INSERT INTO auth_secrets (name, secret_wrapped, kek_id) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(fresh.bytes)
+    .bind(fresh.key_id)
+    .execute(pool)
+    .await?;
+    let (kek_id, wrapped): (Option<String>, Vec<u8>) =
+        sqlx::query_as("SELECT kek_id, secret_wrapped FROM auth_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
+    let key = column.unwrap(kek, name, kek_id.as_deref(), &wrapped)?;
     key.try_into().map_err(|_| sqlx::Error::Protocol(format!("server secret {name} is not 32 bytes")))
 }
 

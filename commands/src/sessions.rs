@@ -194,16 +194,18 @@ struct Account {
 }
 
 impl Sessions {
-    /// Sessions on `pools` lasting `ttl` at most; loads (or creates) the refresh-token key.
+    /// Sessions on `pools` lasting `ttl` at most; loads (or creates) the refresh-token key,
+    /// wrapped under `kek`.
     pub async fn new(
         pools: impl Into<crate::pools::Pools>,
+        kek: &dyn crate::kek::KeyEncryptionKey,
         passwords: Passwords,
         ttl: Duration,
         throttle: ThrottlePolicy,
     ) -> Result<Self, sqlx::Error> {
         let pools: crate::pools::Pools = pools.into();
         let crate::pools::Pools { durable: pool, relaxed, .. } = pools.clone();
-        let refresh_key = secret::server_secret(&pool, REFRESH_KEY_NAME).await?;
+        let refresh_key = secret::server_secret(&pool, kek, REFRESH_KEY_NAME).await?;
         Ok(Self {
             rotation: relaxed,
             sessions: bus::framework(&pools),

@@ -84,6 +84,45 @@ pub struct Settings {
     /// (default: what the hashing threads finish in 3 s).
     #[arg(long, env = "KEEL_HASH_QUEUE_CAPACITY")]
     pub hash_queue_capacity: Option<usize>,
+    /// The key-encryption key every stored secret is wrapped under (ADR 0028).
+    #[command(flatten)]
+    pub kek: KekSettings,
+    /// Days a KEK version stays current before it is rotated automatically.
+    #[arg(long, env = "KEEL_KEK_ROTATION_DAYS", default_value_t = 365)]
+    pub kek_rotation_days: u32,
+    /// How often the KEK's age is checked (and an interrupted re-wrap finished).
+    #[arg(long, env = "KEEL_KEK_CHECK_SECONDS", default_value_t = 3600)]
+    pub kek_check_seconds: u64,
+}
+
+/// Where the key-encryption key is (ADR 0028). Keel refuses to start without one.
+#[derive(Clone, Default, clap::Args)]
+pub struct KekSettings {
+    /// `file:/path/to/kek` (32 bytes, mode 600; development) or
+    /// `pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=keel;label=keel-kek`.
+    #[arg(long = "kek", env = "KEEL_KEK")]
+    pub kek: Option<String>,
+    /// The PKCS#11 user PIN (set it in the environment, not on the command line).
+    #[arg(long = "kek-pin", env = "KEEL_KEK_PIN", hide_env_values = true)]
+    pub kek_pin: Option<String>,
+}
+
+impl std::fmt::Debug for KekSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekSettings").field("kek", &self.kek).finish_non_exhaustive()
+    }
+}
+
+impl KekSettings {
+    /// The local key file at `path`.
+    pub fn file(path: &std::path::Path) -> Self {
+        Self { kek: Some(format!("file:{}", path.display())), kek_pin: None }
+    }
+
+    /// Opens the KEK (refusing a key file others may read).
+    pub fn open(&self) -> Result<keel_commands::kek::Kek, keel_commands::kek::KekError> {
+        keel_commands::kek::open(self.kek.as_deref(), self.kek_pin.as_deref())
+    }
 }
 
 impl Settings {
@@ -115,6 +154,9 @@ impl Settings {
             stall_seconds: 15,
             ready_probe_ms: 5_000,
             hash_queue_capacity: None,
+            kek: KekSettings::default(),
+            kek_rotation_days: 365,
+            kek_check_seconds: 3600,
         }
     }
 

@@ -41,6 +41,7 @@ fn register_client(env: &TestEnv) -> String {
     let output = std::process::Command::new(keel_binary())
         .args(["app", "register", "--name", "Bench", "--environment", "production", "--redirect-uri", REDIRECT_URI])
         .env("KEEL_MIGRATION_DATABASE_URL", &env.owner_url)
+        .env("KEEL_KEK", env.kek_setting())
         .output()
         .expect("run keel app register");
     assert!(output.status.success(), "keel app register: {}", String::from_utf8_lossy(&output.stderr));

@@ -732,7 +732,10 @@ async fn signing_keys_rotate_with_an_overlap_in_which_both_verify() {
     let rest = Rest::new(keel.rest_addr);
     let (old, _) = rest.tokens("ops@keel.example.com", PASSWORD, None).await;
     let owner = env.owner_pool().await;
-    let kid = keel_gateway::auth::tokens::rotate_keys(&owner, Duration::ZERO, Duration::from_secs(600)).await.unwrap();
+    let kid =
+        keel_gateway::auth::tokens::rotate_keys(&owner, keel.kek.as_ref(), Duration::ZERO, Duration::from_secs(600))
+            .await
+            .unwrap();
     keel.tokens.reload_keys().await.unwrap();
     let jwks: JwkSet =
         rest.http.get(format!("{}/.well-known/jwks.json", rest.base)).send().await.unwrap().json().await.unwrap();

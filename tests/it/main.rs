@@ -16,6 +16,7 @@ mod grpc;
 mod grpc_fuzz;
 mod identity;
 mod interfaces;
+mod keys_at_rest;
 mod limits;
 mod metrics;
 mod oidc_clients;

@@ -279,6 +279,7 @@ async fn the_cli_registers_clients_and_rotates_their_secrets() {
         let output = std::process::Command::new(&bin)
             .args(args)
             .env("KEEL_MIGRATION_DATABASE_URL", &env.owner_url)
+            .env("KEEL_KEK", env.kek_setting())
             .output()
             .expect("run keel");
         keel_tests::logs::keep("keel-cli", &output.stderr);

@@ -35,6 +35,7 @@ impl Keel {
         let child = Command::new(&binary)
             .arg("serve")
             .env("KEEL_DATABASE_URL", &env.app_url)
+            .env("KEEL_KEK", env.kek_setting())
             .env("KEEL_KAFKA_BROKERS", &env.brokers)
             .env("KEEL_EVENTS_TOPIC", &env.topic)
             .env("KEEL_BILLING_TOPIC", env.billing_topic())

@@ -34,6 +34,8 @@ pub struct TestEnv {
     pub partitions: i32,
     /// The test's own mailbox directory (one `.eml` file per message Keel sends).
     pub mailbox: std::path::PathBuf,
+    /// The test's key-encryption key file (32 bytes, mode 600, in its own temp dir; ADR 0028).
+    pub kek_file: std::path::PathBuf,
 }
 
 fn required(var: &str) -> String {
@@ -97,7 +99,11 @@ impl TestEnv {
         let billing = format!("{topic}.billing");
         keel_commands::kafka::ensure_topics(&brokers, &[&topic, &billing], partitions).await.expect("create topics");
         let mailbox = std::env::temp_dir().join(format!("keel-it-mail-{}", uuid::Uuid::new_v4().simple()));
-        Self { owner_url, app_url, brokers, topic, partitions, mailbox }
+        let kek_dir = std::env::temp_dir().join(format!("keel-it-kek-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&kek_dir).expect("KEK directory");
+        let kek_file = kek_dir.join("kek");
+        keel_commands::kek::LocalKeyFile::create(&kek_file).expect("KEK file");
+        Self { owner_url, app_url, brokers, topic, partitions, mailbox, kek_file }
     }
 
     /// Settings for a Keel on this environment, on ephemeral ports.
@@ -114,7 +120,18 @@ impl TestEnv {
         settings.min_position_wait_ms = 30_000;
         settings.mailbox_dir = self.mailbox.clone();
         settings.audit_checkpoint_seconds = 1;
+        settings.kek = keel_gateway::config::KekSettings::file(&self.kek_file);
         settings
+    }
+
+    /// `KEEL_KEK` for a `keel` child process of this environment.
+    pub fn kek_setting(&self) -> String {
+        format!("file:{}", self.kek_file.display())
+    }
+
+    /// The test's key-encryption key.
+    pub fn kek(&self) -> keel_commands::kek::Kek {
+        keel_gateway::config::KekSettings::file(&self.kek_file).open().expect("open the KEK")
     }
 
     /// The test's own billing topic (`keel.billing.v1` in production).

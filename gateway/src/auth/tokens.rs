@@ -2,7 +2,8 @@
 //! published as a JWKS with an OpenID discovery document, and revocation known to
 //! every gateway within a second.
 //!
-//! Signing keys live in `auth_signing_keys`. `keel keys rotate` adds a key that is
+//! Signing keys live in `auth_signing_keys`, the private halves wrapped under the KEK
+//! (ADR 0028). `keel keys rotate` adds a key that is
 //! published at once but signs only from `signing_from` on, and retires the older
 //! keys once every token they signed has expired; meanwhile both verify.
 //! Each gateway reloads the keys every few seconds and polls ended sessions every
@@ -25,6 +26,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use keel_commands::identity_queries;
+use keel_commands::kek::{Kek, KeyEncryptionKey};
 use keel_commands::sessions::SessionGrant;
 use keel_commands::signing_keys::{self, NewSigningKey, SigningKeyRow};
 
@@ -113,6 +115,7 @@ struct Keys {
 /// Issues and verifies access tokens.
 pub struct TokenService {
     pool: PgPool,
+    kek: Kek,
     issuer: String,
     audience: String,
     access_ttl: chrono::Duration,
@@ -142,32 +145,35 @@ fn generate_key() -> NewSigningKey {
 /// lifetime). Returns the new key id.
 pub async fn rotate_keys(
     pool: &PgPool,
+    kek: &dyn KeyEncryptionKey,
     publish_ahead: Duration,
     retire_after: Duration,
 ) -> Result<String, sqlx::Error> {
     let key = generate_key();
     let kid = key.kid.clone();
-    signing_keys::add(pool, key, publish_ahead, retire_after).await?;
+    signing_keys::add(pool, kek, key, publish_ahead, retire_after).await?;
     Ok(kid)
 }
 
 /// Creates the first signing key if there is none.
-pub async fn ensure_key(pool: &PgPool) -> Result<(), sqlx::Error> {
-    signing_keys::ensure(pool, generate_key).await
+pub async fn ensure_key(pool: &PgPool, kek: &dyn KeyEncryptionKey) -> Result<(), sqlx::Error> {
+    signing_keys::ensure(pool, kek, generate_key).await
 }
 
 impl TokenService {
     /// A token service for `issuer` (Keel's public URL) and `audience`; creates the first
-    /// key if needed and loads keys and ended sessions.
+    /// key if needed (wrapped under `kek`) and loads keys and ended sessions.
     pub async fn new(
         pool: PgPool,
+        kek: Kek,
         issuer: &str,
         audience: &str,
         access_ttl: chrono::Duration,
     ) -> Result<Self, sqlx::Error> {
-        ensure_key(&pool).await?;
+        ensure_key(&pool, kek.as_ref()).await?;
         let service = Self {
             pool,
+            kek,
             issuer: issuer.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
             access_ttl,
@@ -223,14 +229,22 @@ impl TokenService {
         Ok(now)
     }
 
-    /// Reloads the signing keys.
+    /// Reloads the signing keys: the public halves, and the private half of the signing
+    /// key when it changed (unwrapped with the KEK).
     pub async fn reload_keys(&self) -> Result<(), sqlx::Error> {
         let rows = signing_keys::active(&self.pool).await?;
+        let loaded = self.keys.read().map_err(|_| poisoned())?.signing.clone();
         let mut keys = Keys { signing: None, verifying: HashMap::new(), jwks: serde_json::Value::Null };
         let mut published = Vec::new();
-        for SigningKeyRow { kid, private_pkcs8: der, public_x: x, signs } in rows {
+        for SigningKeyRow { kid, public_x: x, signs } in rows {
             if signs && keys.signing.is_none() {
-                keys.signing = Some((kid.clone(), EncodingKey::from_ed_der(&der)));
+                keys.signing = match &loaded {
+                    Some((loaded_kid, key)) if *loaded_kid == kid => Some((kid.clone(), key.clone())),
+                    _ => {
+                        let der = signing_keys::private_key(&self.pool, self.kek.as_ref(), &kid).await?;
+                        Some((kid.clone(), EncodingKey::from_ed_der(&der)))
+                    }
+                };
             }
             if let Ok(decoding) = DecodingKey::from_ed_components(&x) {
                 keys.verifying.insert(kid.clone(), decoding);

@@ -168,7 +168,8 @@ fn app_id(raw: &str) -> Result<AppId, CliError> {
 
 /// The app commands, as the migration role.
 async fn commands(db: &MigrationDbArgs) -> Result<AppCommands, CliError> {
-    Ok(AppCommands::new(db.connect().await?).await?)
+    let kek = db.kek.open()?;
+    Ok(AppCommands::new(db.connect().await?, kek.as_ref()).await?)
 }
 
 /// Runs `change` (which needs no arguments) on `app`; returns {"app_id", "position"}.

@@ -27,6 +27,9 @@ pub struct MigrationDbArgs {
     /// The runtime role that gets grants.
     #[arg(long, env = "KEEL_RUNTIME_ROLE", default_value = "keel_app")]
     pub runtime_role: String,
+    /// The key-encryption key (tools that read or write stored secrets need it).
+    #[command(flatten)]
+    pub kek: crate::config::KekSettings,
 }
 
 impl MigrationDbArgs {

@@ -29,6 +29,15 @@ pub enum CliError {
     /// A database statement failed.
     #[error("{0}")]
     Database(#[from] sqlx::Error),
+    /// The key-encryption key could not be opened or used.
+    #[error("key-encryption key: {0}")]
+    Kek(#[from] keel_commands::kek::KekError),
+    /// The stored secrets could not be re-wrapped.
+    #[error("stored secrets: {0}")]
+    Secrets(#[from] keel_commands::wrapped_secrets::SecretsError),
+    /// `keel keys check` found the key-encryption key not working as it must.
+    #[error("key-encryption key check failed: {0}")]
+    KekCheck(&'static str),
     /// A secret could not be written to its file.
     #[error("cannot write {}: {source}", path.display())]
     WriteSecret {

@@ -42,7 +42,12 @@ pub async fn run(args: ReplayArgs) -> Result<(), CliError> {
     match (read_model, tenant) {
         (Some(read_model), None) if until.is_none() && file.is_none() => {
             let migration_database_url = migration_database_url.ok_or(CliError::ReplayNeedsDatabase)?;
-            rebuild(&read_model, MigrationDbArgs { migration_database_url, runtime_role }, kafka).await
+            rebuild(
+                &read_model,
+                MigrationDbArgs { migration_database_url, runtime_role, kek: Default::default() },
+                kafka,
+            )
+            .await
         }
         (Some(_), None) => Err(CliError::ReplayOptionsWithoutTenant),
         (None, Some(tenant)) => replay_tenant(&tenant, until, file, kafka).await,

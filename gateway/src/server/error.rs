@@ -21,6 +21,12 @@ pub enum StartError {
     /// A setting is out of range.
     #[error("settings: {0}")]
     Limits(#[from] keel_domain::limits::MessageLimitTooSmall),
+    /// The key-encryption key could not be opened (missing, loose file mode, HSM refused).
+    #[error("key-encryption key: {0}")]
+    Kek(#[from] keel_commands::kek::KekError),
+    /// The stored secrets could not be wrapped under the key-encryption key.
+    #[error("stored secrets: {0}")]
+    Secrets(#[from] keel_commands::wrapped_secrets::SecretsError),
     /// The database has not been migrated (a read model's schema is missing).
     #[error("read model {0} has no schema yet: run `keel migrate` first")]
     NotMigrated(&'static str),

@@ -76,6 +76,8 @@ pub struct Running {
     pub tokens: Arc<TokenService>,
     /// Managed-app commands (for in-process tools and tests).
     pub apps: Arc<AppCommands>,
+    /// The key-encryption key (for in-process tools and tests).
+    pub kek: keel_commands::kek::Kek,
     pools: pools::ProcessPools,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -124,9 +126,11 @@ async fn check_migrated(pool: &PgPool) -> Result<(), StartError> {
 pub async fn start(settings: Settings, workers: Workers) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     keel_commands::limits::configure(settings.message_limits()?);
+    let kek = settings.kek.open()?;
     let pools = pools::connect(&settings.database_url, &settings.limits, workers).await?;
     let pool = pools.requests.clone();
     check_migrated(&pool).await?;
+    keel_commands::wrapped_secrets::prepare(&pool, kek.as_ref()).await?;
     // Relay checkpoints and projector batches are re-done after a crash: no need to wait for the WAL flush.
     let relaxed = pools.workers.clone();
     let (shutdown, stop) = watch::channel(false);
@@ -139,7 +143,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
     let rest_addr = rest_listener.local_addr()?;
     let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{rest_addr}"));
     let commands = pools.commands().keeping_aggregates(settings.limits.aggregate_cache_entries);
-    let services = Services::start(&settings, &commands, &public_url, &mut tasks).await?;
+    let services = Services::start(&settings, &commands, &kek, &public_url, &mut tasks).await?;
     if workers.sweeper {
         workers::sweepers(&settings, &pool, &services, &mut tasks);
     }
@@ -171,6 +175,7 @@ pub async fn start(settings: Settings, workers: Workers) -> Result<Running, Star
         users: services.users,
         tokens: services.tokens,
         apps: services.apps,
+        kek: services.kek,
         pools,
         shutdown,
         tasks: tasks.handles,

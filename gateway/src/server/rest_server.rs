@@ -26,7 +26,8 @@ pub async fn serve(
     tasks: &mut Tasks,
 ) -> Result<(), StartError> {
     let probes = &metrics.probes;
-    let stream_key = Arc::new(keel_commands::secret::server_secret(pool, "ofrep_stream_token").await?);
+    let stream_key =
+        Arc::new(keel_commands::secret::server_secret(pool, services.kek.as_ref(), "ofrep_stream_token").await?);
     let ready = Arc::new(ReadyCheck::new(pool.clone(), settings, probes.relay.clone(), probes.projectors.clone())?);
     tasks.spawn(ready.clone().probe_forever(tasks.stop.clone()));
     let app = router(AppState {

@@ -9,6 +9,7 @@ use keel_commands::pools::Pools;
 use keel_commands::apps::AppCommands;
 use keel_commands::billing::BillingCommands;
 use keel_commands::flags::FlagCommands;
+use keel_commands::kek::Kek;
 use keel_commands::mail::Mailer;
 use keel_commands::passwords::Passwords;
 use keel_commands::routing::RoutingCommands;
@@ -53,6 +54,8 @@ pub struct Services {
     pub mailer: Mailer,
     /// The open long-lived streams of both APIs (SSE, `IngestEvents`).
     pub streams: Arc<StreamSlots>,
+    /// The key-encryption key the stored secrets are wrapped under.
+    pub kek: Kek,
 }
 
 impl Services {
@@ -61,6 +64,7 @@ impl Services {
     pub async fn start(
         settings: &Settings,
         pools: &Pools,
+        kek: &Kek,
         public_url: &str,
         tasks: &mut Tasks,
     ) -> Result<Self, StartError> {
@@ -71,6 +75,7 @@ impl Services {
         let sessions = Arc::new(
             Sessions::new(
                 pools.clone(),
+                kek.as_ref(),
                 passwords.clone(),
                 chrono::Duration::hours(settings.session_ttl_hours.max(1)),
                 ThrottlePolicy::default(),
@@ -80,6 +85,7 @@ impl Services {
         let tokens = Arc::new(
             TokenService::new(
                 pool.clone(),
+                kek.clone(),
                 public_url,
                 &settings.token_audience,
                 chrono::Duration::seconds(settings.access_token_ttl_seconds.clamp(10, 3600)),
@@ -90,7 +96,7 @@ impl Services {
         let tenants = Arc::new(TenantCommands::new(pools.clone()).inviting_owners(users.clone()));
         let auth = Arc::new(Authenticator::new(pool.clone(), tokens.clone()));
         tasks.spawn(auth.refusals().clone().run(tasks.stop.clone()));
-        let apps = Arc::new(AppCommands::new(pools.clone()).await?);
+        let apps = Arc::new(AppCommands::new(pools.clone(), kek.as_ref()).await?);
         auth.api_keys().refresh().await?;
         tasks.spawn(auth.api_keys().clone().run(apps.clone(), tasks.stop.clone()));
         let routing = Arc::new(RoutingCommands::new(pools.clone()));
@@ -114,6 +120,7 @@ impl Services {
             passwords,
             mailer,
             streams,
+            kek: kek.clone(),
         })
     }
 }

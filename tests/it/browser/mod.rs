@@ -288,6 +288,7 @@ pub fn keel_cli(env: &TestEnv, args: &[String]) -> Value {
     let output = std::process::Command::new(&bin)
         .args(args)
         .env("KEEL_MIGRATION_DATABASE_URL", &env.owner_url)
+        .env("KEEL_KEK", env.kek_setting())
         .output()
         .expect("run keel");
     keel_tests::logs::keep("keel-cli", &output.stderr);
