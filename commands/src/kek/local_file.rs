@@ -13,7 +13,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
 
-use super::{KekError, KeyEncryptionKey, NONCE_LEN, Wrapped, random_key, random_nonce, split_nonce};
+use super::{KekError, KeyEncryptionKey, Wrapped, join_nonce, random_key, random_nonce, split_nonce};
 
 /// What a version's id starts with.
 const ID_PREFIX: &str = "file-";
@@ -93,10 +93,7 @@ impl KeyEncryptionKey for LocalKeyFile {
         let sealed = cipher(&key)
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .map_err(|_| KekError::Wrap)?;
-        let mut bytes = Vec::with_capacity(NONCE_LEN + sealed.len());
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&sealed);
-        Ok(Wrapped { key_id, bytes })
+        Ok(Wrapped { key_id, bytes: join_nonce(&nonce, &sealed) })
     }
 
     fn unwrap(&self, key_id: &str, bytes: &[u8], aad: &[u8]) -> Result<Vec<u8>, KekError> {
@@ -198,6 +195,7 @@ fn write_new(path: &Path, key: &[u8; 32]) -> Result<(), KekError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kek::NONCE_LEN;
 
     fn temp_kek() -> (PathBuf, LocalKeyFile) {
         let dir = std::env::temp_dir().join(format!("keel-kek-unit-{}", uuid::Uuid::new_v4().simple()));

@@ -121,6 +121,14 @@ pub fn open(setting: Option<&str>, pin: Option<&str>) -> Result<Kek, KekError> {
     Err(KekError::BadSetting("it must start with file: or pkcs11:".into()))
 }
 
+/// The stored form of a wrapped value: nonce ‖ ciphertext ‖ tag ([`split_nonce`] undoes it).
+fn join_nonce(nonce: &[u8], sealed: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(nonce.len() + sealed.len());
+    bytes.extend_from_slice(nonce);
+    bytes.extend_from_slice(sealed);
+    bytes
+}
+
 /// Splits `bytes` into nonce and sealed part, or fails as a bad unwrap.
 fn split_nonce(bytes: &[u8]) -> Result<(&[u8], &[u8]), KekError> {
     if bytes.len() < NONCE_LEN + TAG_LEN {

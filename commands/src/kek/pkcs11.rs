@@ -13,7 +13,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 
-use super::{KekError, KeyEncryptionKey, NONCE_LEN, TAG_LEN, Wrapped, random_nonce, split_nonce};
+use super::{KekError, KeyEncryptionKey, TAG_LEN, Wrapped, join_nonce, random_nonce, split_nonce};
 
 /// What a version's id starts with.
 const ID_PREFIX: &str = "hsm-";
@@ -157,10 +157,7 @@ impl KeyEncryptionKey for Pkcs11Kek {
         let mut nonce = random_nonce();
         let params = GcmParams::new(&mut nonce, aad, ((TAG_LEN * 8) as u64).into()).map_err(hsm)?;
         let sealed = self.session()?.encrypt(&Mechanism::AesGcm(params), handle, plaintext).map_err(hsm)?;
-        let mut bytes = Vec::with_capacity(NONCE_LEN + sealed.len());
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&sealed);
-        Ok(Wrapped { key_id, bytes })
+        Ok(Wrapped { key_id, bytes: join_nonce(&nonce, &sealed) })
     }
 
     fn unwrap(&self, key_id: &str, bytes: &[u8], aad: &[u8]) -> Result<Vec<u8>, KekError> {
